@@ -1,0 +1,65 @@
+#pragma once
+// Call: one admin request in flight. Endpoints read the request from it and answer through
+// reply()/fail() directly or through in_store() for anything that touches the database.
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "admin/admin.h"
+#include "base/result.h"
+#include "store/store.h"
+
+namespace keypool::admin {
+
+struct Reply {
+  int status = 200;
+  nlohmann::json body;
+  http::Headers headers;
+};
+
+class Call : public server::RequestHandler, public std::enable_shared_from_this<Call> {
+ public:
+  Call(Env env, router::Route route, const http::RequestHead& head, server::ResponseSink& sink);
+
+  // RequestHandler
+  void on_body(std::string_view data) override;
+  void on_end() override;
+  void on_abort() override { sink_ = nullptr; }
+
+  // For endpoints.
+  state::App& app() { return env_.app; }
+  const router::Route& route() const { return route_; }
+  const http::RequestHead& head() const { return head_; }
+  std::optional<std::string> query(std::string_view name) const;
+  // The body as a JSON object; nullopt after answering 400 itself.
+  std::optional<nlohmann::json> json_object();
+  void reply(Reply r);
+  void reply(int status, nlohmann::json body) { reply(Reply{status, std::move(body), {}}); }
+  void reply_text(int status, std::string content_type, std::string text);
+  void fail(const Error& e);
+  // Runs job on the store thread; its result is answered on this worker's loop. The job
+  // may also update in-memory state (pool, tokens, services): doing that on the store
+  // thread keeps memory changes in the same order as the commits.
+  void in_store(std::function<Result<Reply>(store::Store&)> job);
+  // "admin" or "token:<id>" for the audit log.
+  std::string actor() const { return actor_; }
+  void set_actor(std::string a) { actor_ = std::move(a); }
+
+ private:
+  void dispatch();
+  Env env_;
+  router::Route route_;
+  http::RequestHead head_;
+  server::ResponseSink* sink_;
+  std::string body_;
+  bool answered_ = false;
+  std::string actor_ = "admin";
+};
+
+// Endpoint table lookup and execution (endpoints.cpp).
+void dispatch(Call& call);
+
+}  // namespace keypool::admin

@@ -1,0 +1,214 @@
+#include "admin/endpoints.h"
+
+#include <string_view>
+
+#include "auth/auth.h"
+#include "state/gauges.h"
+
+namespace keypool::admin {
+namespace {
+
+using router::RouteKind;
+
+enum class Id { None, Required };
+
+struct Endpoint {
+  std::string_view resource;
+  Id id;
+  std::string_view action;
+  std::string_view method;
+  void (*fn)(Call&);
+};
+
+// The whole admin API at a glance.
+constexpr Endpoint kEndpoints[] = {
+    {"tiers", Id::None, "", "POST", tiers_create},
+    {"tiers", Id::None, "", "GET", tiers_list},
+    {"tiers", Id::Required, "", "DELETE", tiers_delete},
+    {"keys", Id::None, "", "POST", keys_create},
+    {"keys", Id::None, "", "GET", keys_list},
+    {"keys", Id::Required, "", "DELETE", keys_delete},
+    {"keys", Id::Required, "", "PATCH", keys_patch},
+    {"keys", Id::Required, "rotate", "POST", keys_rotate},
+    {"tokens", Id::None, "", "POST", tokens_create},
+    {"tokens", Id::None, "", "GET", tokens_list},
+    {"tokens", Id::Required, "", "DELETE", tokens_revoke},
+    {"services", Id::None, "", "POST", services_create},
+    {"services", Id::None, "", "GET", services_list},
+    {"services", Id::Required, "", "DELETE", services_delete},
+    {"health", Id::None, "", "GET", nullptr},  // answered below: needs no store
+    {"audit", Id::None, "", "GET", audit_query},
+};
+
+Reply method_not_allowed(const std::string& method, const std::string& allow) {
+  nlohmann::json err = {{"code", "method_not_allowed"},
+                        {"message", method + " is not allowed here; allowed: " + allow}};
+  return Reply{405, {{"error", err}}, {{"Allow", allow}}};
+}
+
+void admin_health(Call& c) {
+  auto& app = c.app();
+  c.reply(200, state::health_json(app));
+}
+
+// GET /key?feature=X: a decrypted key for callers that do not proxy. Admin token: any tier
+// covering X; team token: its own tier only.
+void get_key(Call& c) {
+  auto feature = c.query("feature");
+  if (!feature || feature->empty())
+    return c.fail(make_error(ErrorCode::BadRequest, "query parameter 'feature' is required"));
+  auto& app = c.app();
+  auto cred = auth::extract_credential(c.head().headers, c.route().query);
+  if (!cred) return c.fail(make_error(ErrorCode::Unauthorized, "missing credentials"));
+  pool::Query q;
+  q.feature = *feature;
+  int64_t token_id = 0;
+  if (auth::is_admin_token(cred->value, app.cfg.admin_token.view())) {
+    c.set_actor("admin");
+  } else {
+    auto tok = app.tokens.authenticate(cred->value, app.clock.now_ms());
+    if (!tok) return c.fail(tok.error());
+    q.tier = tok->tier;
+    token_id = tok->id;
+    c.set_actor("token:" + std::to_string(token_id));
+  }
+  auto lease = app.pool.lease(q);
+  if (!lease) {
+    if (lease.error().code == ErrorCode::RateLimited) app.metrics.rate_limited("key");
+    return c.fail(lease.error());
+  }
+  // The caller uses the key on its own: no in-flight slot is held for it.
+  app.pool.release(*lease);
+  int64_t now = app.clock.now_ms();
+  app.recorder.audit(audit_row(c, "key.handout", std::to_string(lease->key_id),
+                               {{"feature", *feature}, {"tier", lease->tier}}));
+  app.recorder.usage(store::UsageDelta{lease->key_id, token_id, 1, 0, 0, 0, 0, now, ""});
+  c.reply(200, {{"key_id", lease->key_id}, {"name", lease->key_name},
+                {"value", std::string(lease->value->view())}, {"tier", lease->tier}});
+}
+
+void metrics(Call& c) {
+  auto& app = c.app();
+  std::string text = app.metrics.render(state::gauge_lines(app));
+  // Prometheus text is not JSON: send it through a plain reply.
+  c.reply_text(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
+}
+
+bool authorized_admin(Call& c) {
+  auto cred = auth::extract_credential(c.head().headers, "");
+  if (!cred || cred->source != auth::CredentialSource::AuthorizationBearer) {
+    c.fail(make_error(ErrorCode::Unauthorized, "missing admin token (Authorization: Bearer ...)"));
+    return false;
+  }
+  if (!auth::is_admin_token(cred->value, c.app().cfg.admin_token.view())) {
+    c.fail(make_error(ErrorCode::Unauthorized, "invalid admin token"));
+    return false;
+  }
+  return true;
+}
+
+void dispatch_admin(Call& c) {
+  const auto& r = c.route();
+  Id id = r.id.empty() ? Id::None : Id::Required;
+  std::string allow;
+  for (const auto& e : kEndpoints) {
+    if (e.resource != r.resource || e.id != id || e.action != r.action) continue;
+    if (e.method == c.head().method) {
+      if (e.fn) e.fn(c);
+      else admin_health(c);
+      return;
+    }
+    if (!allow.empty()) allow += ", ";
+    allow += e.method;
+  }
+  if (allow.empty()) return c.fail(make_error(ErrorCode::NotFound, "no such admin endpoint: " + r.path));
+  c.reply(method_not_allowed(c.head().method, allow));
+}
+
+}  // namespace
+
+void dispatch(Call& c) {
+  const auto& r = c.route();
+  const auto& method = c.head().method;
+  switch (r.kind) {
+    case RouteKind::Health:
+      if (method != "GET" && method != "HEAD")
+        return c.reply(method_not_allowed(method, "GET"));
+      return c.reply(200, {{"status", "ok"}});
+    case RouteKind::GetKey:
+      if (method != "GET")
+        return c.reply(method_not_allowed(method, "GET"));
+      return get_key(c);
+    case RouteKind::Metrics:
+      if (method != "GET")
+        return c.reply(method_not_allowed(method, "GET"));
+      if (!authorized_admin(c)) return;
+      return metrics(c);
+    case RouteKind::Admin:
+      if (!authorized_admin(c)) return;
+      return dispatch_admin(c);
+    case RouteKind::Proxy:
+      break;  // never routed here
+  }
+  c.fail(make_error(ErrorCode::NotFound, "not found"));
+}
+
+pool::KeyInfo key_info(const store::KeyRow& row) {
+  pool::KeyInfo k;
+  k.id = row.id;
+  k.name = row.name;
+  k.tier = row.tier;
+  k.service = row.service;
+  k.enabled = row.enabled;
+  k.disabled_reason = row.disabled_reason;
+  k.expires_at_ms = row.expires_at;
+  k.max_concurrent = row.max_concurrent;
+  return k;
+}
+
+pool::TierPolicy tier_policy(const store::TierRow& row) {
+  return pool::TierPolicy{row.name, row.features, row.max_wait_ms};
+}
+
+store::AuditRow audit_row(Call& c, std::string action, std::string target, nlohmann::json details) {
+  store::AuditRow row;
+  row.at = c.app().clock.now_ms();
+  row.actor = c.actor();
+  row.action = std::move(action);
+  row.target = std::move(target);
+  row.details_json = details.is_null() ? "{}" : details.dump();
+  return row;
+}
+
+void audit_query(Call& c) {
+  int64_t limit = 100;
+  if (auto l = c.query("limit")) {
+    auto v = parse_uint(*l);
+    if (!v || *v < 1 || *v > 10000)
+      return c.fail(make_error(ErrorCode::BadRequest, "query parameter 'limit' must be 1..10000"));
+    limit = *v;
+  }
+  std::string action = c.query("action").value_or("");
+  int64_t since = 0;
+  if (auto s = c.query("since")) {
+    auto v = parse_uint(*s);
+    if (!v) return c.fail(make_error(ErrorCode::BadRequest, "query parameter 'since' must be Unix seconds"));
+    since = *v * 1000;
+  }
+  // Rows gathered on the loops are still in memory: write them first so the answer is complete.
+  c.app().recorder.flush();
+  c.in_store([limit, action, since](store::Store& s) -> Result<Reply> {
+    auto rows = s.query_audit(limit, action, since);
+    if (!rows) return rows.error();
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : *rows) {
+      auto details = nlohmann::json::parse(r.details_json, nullptr, false);
+      out.push_back({{"id", r.id}, {"at", iso_time(r.at)}, {"at_ms", r.at}, {"actor", r.actor},
+                     {"action", r.action}, {"target", r.target},
+                     {"details", details.is_discarded() ? nlohmann::json::object() : details}});
+    }
+    return Reply{200, {{"audit", out}}, {}};
+  });
+}
+
+}  // namespace keypool::admin

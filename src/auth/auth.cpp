@@ -1,0 +1,146 @@
+#include "auth/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <array>
+#include <mutex>
+
+#include "base/strings.h"
+
+// SHA-256 and constant-time compare come straight from OpenSSL here rather than from the
+// crypto room, so auth does not depend on it; both are one-liners around the same calls.
+
+namespace keypool::auth {
+namespace {
+
+using Digest = std::array<unsigned char, 32>;
+
+// nullopt only if OpenSSL cannot hash at all (allocation failure, no provider). Callers
+// then fail closed: a zero digest standing in would make two failures compare equal.
+std::optional<Digest> sha256(std::string_view data) {
+  Digest d{};
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), d.data(), &len, EVP_sha256(), nullptr) != 1 ||
+      len != d.size())
+    return std::nullopt;
+  return d;
+}
+
+// The credential after "<scheme> ": RFC 9110 allows one or more spaces; we trim the rest.
+std::optional<Credential> from_authorization(std::string_view value) {
+  value = trim(value);
+  size_t sp = value.find_first_of(" \t");
+  if (sp == std::string_view::npos) return std::nullopt;
+  std::string_view scheme = value.substr(0, sp);
+  std::string_view cred = trim(value.substr(sp + 1));
+  if (cred.empty()) return std::nullopt;
+  if (iequals(scheme, "bearer"))
+    return Credential{std::string(cred), CredentialSource::AuthorizationBearer};
+  if (iequals(scheme, "token"))
+    return Credential{std::string(cred), CredentialSource::AuthorizationToken};
+  return std::nullopt;
+}
+
+std::optional<Credential> from_header(const http::Headers& headers, std::string_view name,
+                                      CredentialSource source) {
+  auto v = http::find_header(headers, name);
+  if (!v) return std::nullopt;
+  auto cred = trim(*v);
+  if (cred.empty()) return std::nullopt;
+  return Credential{std::string(cred), source};
+}
+
+// First `api_key` value in the query, form-decoded. Kept local so auth needs only base.
+std::optional<std::string> query_api_key(std::string_view query) {
+  if (query.empty()) return std::nullopt;
+  auto form_decode = [](std::string_view s) {
+    std::string raw(s);
+    for (auto& c : raw)
+      if (c == '+') c = ' ';
+    return percent_decode(raw);
+  };
+  for (auto part : split(query, '&')) {
+    size_t eq = part.find('=');
+    auto name = form_decode(part.substr(0, eq));
+    if (!name || *name != "api_key") continue;
+    if (eq == std::string_view::npos) return std::nullopt;
+    return form_decode(part.substr(eq + 1));
+  }
+  return std::nullopt;
+}
+
+Error unauthorized(std::string message) {
+  return make_error(ErrorCode::Unauthorized, std::move(message));
+}
+
+}  // namespace
+
+std::optional<Credential> extract_credential(const http::Headers& headers, std::string_view query) {
+  if (auto v = http::find_header(headers, "authorization"))
+    if (auto c = from_authorization(*v)) return c;
+  if (auto c = from_header(headers, "x-api-key", CredentialSource::XApiKey)) return c;
+  if (auto c = from_header(headers, "xi-api-key", CredentialSource::XiApiKey)) return c;
+  auto q = query_api_key(query);
+  if (q && !q->empty()) return Credential{std::move(*q), CredentialSource::QueryApiKey};
+  return std::nullopt;
+}
+
+bool is_admin_token(std::string_view presented, std::string_view admin_token) {
+  // Hash both so the compare runs over 32 bytes whatever the lengths; the early return
+  // only reveals whether admin access is configured at all, which is not a secret.
+  if (admin_token.empty()) return false;
+  auto a = sha256(presented), b = sha256(admin_token);
+  if (!a || !b) return false;
+  bool equal = CRYPTO_memcmp(a->data(), b->data(), a->size()) == 0;
+  return equal && !presented.empty();
+}
+
+std::string hash_token(std::string_view token) {
+  auto d = sha256(token);
+  if (!d) return {};
+  return hex_encode(std::string_view(reinterpret_cast<const char*>(d->data()), d->size()));
+}
+
+void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
+  // Digests from the store may be upper-case; lookups always produce lower-case.
+  hash_hex = to_lower(hash_hex);
+  std::unique_lock lock(mu_);
+  if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end() && old->second != hash_hex)
+    by_hash_.erase(old->second);
+  if (auto prev = by_hash_.find(hash_hex); prev != by_hash_.end() && prev->second.id != info.id)
+    hash_by_id_.erase(prev->second.id);
+  hash_by_id_[info.id] = hash_hex;
+  by_hash_[std::move(hash_hex)] = std::move(info);
+}
+
+void TokenRegistry::remove(int64_t id) {
+  std::unique_lock lock(mu_);
+  auto it = hash_by_id_.find(id);
+  if (it == hash_by_id_.end()) return;
+  by_hash_.erase(it->second);
+  hash_by_id_.erase(it);
+}
+
+Result<TokenInfo> TokenRegistry::authenticate(std::string_view presented, int64_t now_ms) const {
+  if (presented.empty()) return unauthorized("invalid token");
+  std::string digest = hash_token(presented);
+  if (digest.empty()) return unauthorized("invalid token");
+  std::shared_lock lock(mu_);
+  auto it = by_hash_.find(digest);
+  // The map found it by equality already; the explicit constant-time compare keeps the
+  // decision itself independent of std::string's early-exit comparison.
+  if (it == by_hash_.end() || it->first.size() != digest.size() ||
+      CRYPTO_memcmp(it->first.data(), digest.data(), digest.size()) != 0)
+    return unauthorized("invalid token");
+  const TokenInfo& info = it->second;
+  if (info.expires_at_ms > 0 && now_ms >= info.expires_at_ms) return unauthorized("token expired");
+  return info;
+}
+
+size_t TokenRegistry::size() const {
+  std::shared_lock lock(mu_);
+  return by_hash_.size();
+}
+
+}  // namespace keypool::auth

@@ -1,0 +1,76 @@
+#pragma once
+// Auth: who is calling. Finds the team token a caller presented (in whichever header or
+// query form its SDK uses), checks the admin token, and looks team tokens up in a
+// registry keyed by their SHA-256. Pure apart from a lock: no I/O; the store loads the
+// registry and keeps it current through upsert/remove.
+//
+// Secrets are never map keys, log fields or error text here: the registry holds only
+// digests, and comparisons of secret-derived bytes use CRYPTO_memcmp.
+#include <cstdint>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "http/headers.h"
+
+namespace keypool::auth {
+
+enum class CredentialSource {
+  AuthorizationBearer,
+  AuthorizationToken,
+  XApiKey,
+  XiApiKey,
+  QueryApiKey
+};
+
+struct Credential {
+  std::string value;
+  CredentialSource source;
+};
+
+// Looks, in order, at Authorization ("Bearer x" or "Token x", scheme case-insensitive),
+// x-api-key, xi-api-key, then the `api_key` query parameter. The first non-empty one wins;
+// an empty or unrecognised one is skipped. nullopt when none is present.
+std::optional<Credential> extract_credential(const http::Headers& headers, std::string_view query);
+
+// Constant time in the token contents and lengths: compares SHA-256 digests of both.
+// An empty admin_token disables admin access (always false).
+bool is_admin_token(std::string_view presented, std::string_view admin_token);
+
+// SHA-256 of the token, lower-case hex (64 chars). What the store keeps instead of the token.
+// "" only if OpenSSL cannot hash at all; callers must treat that as a failure.
+std::string hash_token(std::string_view token);
+
+struct TokenInfo {
+  int64_t id = 0;
+  std::string name, tier;
+  std::vector<std::string> services;  // empty = every service
+  int64_t expires_at_ms = 0;          // 0 = never
+  int64_t rpm = 0;                    // 0 = no per-token cap
+};
+
+// Live team tokens, shared by all workers. Reads (every request) take a shared lock; writes
+// (admin changes, startup load) take it exclusively. Keyed by the digest, so a lookup's
+// timing depends on the digest, which says nothing useful about the presented token.
+class TokenRegistry {
+ public:
+  // Adds or replaces the token with info.id; a re-issued token (same id, new hash) replaces
+  // the old hash, which stops working at once. hash_hex is hash_token()'s output (any case).
+  void upsert(std::string hash_hex, TokenInfo info);
+  void remove(int64_t id);
+  // Unauthorized "invalid token" for unknown or revoked tokens; Unauthorized "token expired"
+  // when expires_at_ms is set and now_ms >= it.
+  Result<TokenInfo> authenticate(std::string_view presented, int64_t now_ms) const;
+  size_t size() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::unordered_map<std::string, TokenInfo> by_hash_;   // guarded by mu_
+  std::unordered_map<int64_t, std::string> hash_by_id_;  // guarded by mu_
+};
+
+}  // namespace keypool::auth

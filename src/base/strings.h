@@ -1,0 +1,25 @@
+#pragma once
+// Small string helpers shared by the pure rooms.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace keypool {
+
+std::string to_lower(std::string_view s);
+bool iequals(std::string_view a, std::string_view b);
+std::string_view trim(std::string_view s);
+std::vector<std::string_view> split(std::string_view s, char sep);
+bool starts_with(std::string_view s, std::string_view prefix);
+// Parses a non-negative decimal integer that fits in int64; rejects signs, spaces, overflow.
+std::optional<int64_t> parse_uint(std::string_view s);
+// Percent-decodes; nullopt on a malformed escape.
+std::optional<std::string> percent_decode(std::string_view s);
+std::string hex_encode(std::string_view bytes);
+std::optional<std::string> hex_decode(std::string_view hex);
+// "sk-abc...7xKm": enough to recognise a key, never enough to use it.
+std::string key_hint(std::string_view value);
+
+}  // namespace keypool

@@ -1,0 +1,96 @@
+#include "config/parse_util.h"
+
+#include <set>
+
+namespace keypool::config {
+
+Error field_error(std::string_view source, std::string_view field, std::string_view problem) {
+  std::string msg;
+  msg.reserve(source.size() + field.size() + problem.size() + 4);
+  msg.append(source).append(": ");
+  if (!field.empty()) msg.append(field).append(": ");
+  msg.append(problem);
+  return make_error(ErrorCode::Invalid, std::move(msg));
+}
+
+std::string quote(std::string_view text) {
+  // Long enough for any sane name or URL, short enough to keep the line readable.
+  constexpr size_t kMaxShown = 80;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\\' || c == '\'') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (text.size() > kMaxShown) out += "...";
+  out += "'";
+  return out;
+}
+
+Result<YAML::Node> load_yaml_document(std::string_view text, const std::string& source) {
+  try {
+    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
+    if (docs.empty()) return YAML::Node();
+    if (docs.size() > 1) {
+      return field_error(source, "",
+                         "expected one YAML document, found " + std::to_string(docs.size()));
+    }
+    return docs.front();
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp's lines are 0-based; editors count from 1.
+    std::string where = "line " + std::to_string(e.mark.line + 1);
+    return field_error(source, where, "invalid YAML: " + e.msg);
+  } catch (const std::exception& e) {
+    return field_error(source, "", std::string("invalid YAML: ") + e.what());
+  }
+}
+
+Result<YamlEntries> yaml_map_entries(const YAML::Node& map, std::string_view source,
+                                     std::string_view prefix) {
+  YamlEntries out;
+  std::set<std::string> seen;
+  try {
+    for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) {
+        return field_error(source, prefix.empty() ? "(top level)" : prefix,
+                           "keys must be plain names");
+      }
+      std::string key = kv.first.Scalar();
+      if (!seen.insert(key).second) {
+        return field_error(source, join_field(prefix, key), "duplicate key");
+      }
+      out.emplace_back(std::move(key), kv.second);
+    }
+  } catch (const YAML::Exception& e) {
+    return field_error(source, prefix, "invalid YAML: " + e.msg);
+  }
+  return out;
+}
+
+std::string join_field(std::string_view prefix, std::string_view key) {
+  if (prefix.empty()) return std::string(key);
+  std::string out(prefix);
+  out.push_back('.');
+  out.append(key);
+  return out;
+}
+
+std::string join_names(const std::vector<std::string_view>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i) out += ", ";
+    out.append(names[i]);
+  }
+  return out;
+}
+
+}  // namespace keypool::config

@@ -1,0 +1,39 @@
+#pragma once
+// ServiceDef: one upstream API, parsed once from services.d/<name>.yaml or an admin call
+// into an immutable struct. The data plane never sees YAML or JSON.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "http/headers.h"
+
+namespace keypool::config {
+
+enum class AuthScheme { Bearer, XApiKey, XiApiKey, AuthorizationRaw, AuthorizationToken, QueryParam };
+
+Result<AuthScheme> parse_auth_scheme(std::string_view s);
+std::string_view to_string(AuthScheme s);
+// The request header a scheme writes the key into ("Authorization", "x-api-key",
+// "xi-api-key"), or "" for query-param. Fixed service headers may not set it.
+std::string_view auth_header_name(AuthScheme s);
+
+struct ServiceDef {
+  std::string name;          // [a-z0-9][a-z0-9_-]{0,63}: the /v1/<name>/ path segment
+  std::string display_name;  // defaults to name
+  std::string base_url;      // as written, e.g. https://api.groq.com
+  // base_url split up:
+  bool tls = true;           // https
+  std::string host;          // lower-case host name or IP literal (no brackets)
+  uint16_t port = 443;
+  std::string base_path;     // "" or "/openai" (no trailing slash)
+  AuthScheme auth_scheme = AuthScheme::Bearer;
+  std::string auth_param = "api_key";  // query-param scheme only
+  http::Headers headers;     // fixed extra upstream headers
+  int64_t rate_limit_rpm = 0;  // per-key budget when the tier does not list the feature; 0 = none
+  std::string feature;       // defaults to name
+  std::string source;        // file path, or "admin" for services added through the API
+};
+
+}  // namespace keypool::config

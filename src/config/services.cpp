@@ -1,0 +1,579 @@
+// Service definitions from YAML files or admin JSON.
+//
+// Both front ends only check types and collect the fields into a RawService; one
+// validator (build_service) then applies every rule, so a file and an admin call can
+// never disagree about what a valid service is.
+#include "config/services.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <system_error>
+
+#include "base/strings.h"
+#include "config/parse_util.h"
+
+namespace keypool::config {
+
+namespace {
+
+constexpr std::string_view kSchemeList =
+    "bearer, x-api-key, xi-api-key, authorization-raw, authorization-token, query-param";
+
+// The sliding-window log keeps one timestamp per allowed request, so the cap bounds the
+// memory a single key can claim.
+constexpr int64_t kMaxRateLimitRpm = 1'000'000;
+
+const std::vector<std::string_view> kServiceFields = {"name",           "display_name", "base_url",
+                                                      "auth_scheme",    "auth_param",   "headers",
+                                                      "rate_limit_rpm", "feature"};
+
+// Fields as the front ends found them, types checked, nothing else.
+struct RawService {
+  std::optional<std::string> name, display_name, base_url, auth_scheme, auth_param, feature;
+  std::optional<int64_t> rate_limit_rpm;
+  http::Headers headers;
+};
+
+// ---- small validators --------------------------------------------------------------
+
+bool is_tchar(char c) {
+  // RFC 9110 token characters.
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
+
+// [a-z0-9][a-z0-9_-]{0,63}: used in URLs (/v1/<name>/) and as tier feature keys.
+bool is_slug(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  auto lower_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_digit(s[0])) return false;
+  return std::all_of(s.begin() + 1, s.end(),
+                     [&](char c) { return lower_digit(c) || c == '_' || c == '-'; });
+}
+
+bool has_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// ---- base_url ---------------------------------------------------------------------
+
+struct UrlParts {
+  bool tls = true;
+  std::string host;
+  uint16_t port = 443;
+  std::string path;
+};
+
+bool is_host_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.';
+}
+
+// A DNS name or IPv4 address: letters, digits, '-' and non-empty dot-separated labels.
+std::optional<std::string> check_reg_name(std::string_view h) {
+  if (h.empty()) return "host is required";
+  if (h.size() > 253 || !std::all_of(h.begin(), h.end(), is_host_char)) {
+    return "host " + quote(h) + " is not a valid host name";
+  }
+  for (std::string_view label : split(h, '.')) {
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return "host " + quote(h) + " is not a valid host name";
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> check_ipv6(std::string_view h) {
+  bool ok = !h.empty() && h.find(':') != std::string_view::npos &&
+            std::all_of(h.begin(), h.end(), [](char c) {
+              return std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.';
+            });
+  if (!ok) return "host " + quote(h) + " is not a valid IPv6 literal";
+  return std::nullopt;
+}
+
+// RFC 3986 path characters: unreserved, sub-delims, ':', '@', '/' and %XX escapes.
+std::optional<std::string> check_path(std::string_view p) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '%') {
+      if (i + 2 >= p.size() || !std::isxdigit(static_cast<unsigned char>(p[i + 1])) ||
+          !std::isxdigit(static_cast<unsigned char>(p[i + 2]))) {
+        return std::string("path has a malformed %-escape");
+      }
+      i += 2;
+      continue;
+    }
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) ||
+              std::string_view("-._~!$&'()*+,;=:@/").find(c) != std::string_view::npos;
+    if (!ok) return "path contains " + quote(std::string_view(&c, 1)) + ", which must be escaped";
+  }
+  // Dot segments would let the prefix climb out of itself once the client's path is joined.
+  for (std::string_view seg : split(p, '/')) {
+    if (seg == "." || seg == "..") return std::string("path must not contain . or .. segments");
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> split_host_port(std::string_view authority, UrlParts* out) {
+  std::string_view host = authority, port;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return std::string("unterminated [ in host");
+    host = authority.substr(1, close - 1);
+    std::string_view rest = authority.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') return std::string("unexpected text after ]");
+    if (!rest.empty()) port = rest.substr(1);
+    if (auto p = check_ipv6(host)) return p;
+    if (rest.size() == 1) return std::string("port is empty");
+  } else {
+    size_t colon = authority.find(':');
+    if (colon != std::string_view::npos) {
+      if (authority.find(':', colon + 1) != std::string_view::npos) {
+        return std::string("an IPv6 host must be written in brackets, e.g. http://[::1]:8080");
+      }
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+      if (port.empty()) return std::string("port is empty");
+    }
+    if (auto p = check_reg_name(host)) return p;
+  }
+  if (!port.empty()) {
+    std::optional<int64_t> n = parse_uint(port);
+    if (!n || *n < 1 || *n > 65535) return "port " + quote(port) + " must be between 1 and 65535";
+    out->port = static_cast<uint16_t>(*n);
+  }
+  out->host = to_lower(host);
+  return std::nullopt;
+}
+
+// http(s)://host[:port][/prefix], nothing else: the prefix is joined with the client's
+// path and query, so a query, fragment or credentials here would have no sane meaning.
+std::optional<std::string> parse_base_url(std::string_view url, UrlParts* out) {
+  size_t sep = url.find("://");
+  if (sep == std::string_view::npos)
+    return std::string("must be an absolute URL like https://api.example.com");
+  std::string scheme = to_lower(url.substr(0, sep));
+  if (scheme == "https") {
+    out->tls = true;
+    out->port = 443;
+  } else if (scheme == "http") {
+    out->tls = false;
+    out->port = 80;
+  } else {
+    return "scheme must be http or https, not " + quote(scheme);
+  }
+  std::string_view rest = url.substr(sep + 3);
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return std::string("must not contain a query or fragment");
+  }
+  size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+  if (authority.find('@') != std::string_view::npos) {
+    return std::string("must not contain user info (put credentials in keys, not URLs)");
+  }
+  if (authority.empty()) return std::string("host is required");
+  if (auto p = split_host_port(authority, out)) return p;
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  if (auto p = check_path(path)) return p;
+  out->path = std::string(path);
+  return std::nullopt;
+}
+
+// ---- fixed headers ----------------------------------------------------------------
+
+// Headers keypool itself owns: framing, connection management and Host. A fixed value
+// for any of them would corrupt the exchange rather than decorate it.
+bool is_reserved_header(std::string_view name) {
+  static constexpr std::string_view kReserved[] = {
+      "host",       "content-length", "transfer-encoding",
+      "connection", "keep-alive",     "proxy-connection",
+      "te",         "trailer",        "upgrade"};
+  return std::any_of(std::begin(kReserved), std::end(kReserved),
+                     [&](std::string_view r) { return iequals(r, name); });
+}
+
+Result<void> check_headers(const http::Headers& headers, AuthScheme scheme,
+                           const std::string& source) {
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const auto& h = headers[i];
+    std::string field = "headers." + h.name;
+    if (!is_token(h.name)) {
+      return field_error(source, "headers", quote(h.name) + " is not a valid header name");
+    }
+    if (h.value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      return field_error(source, field, "value must not contain CR, LF or NUL");
+    }
+    if (is_reserved_header(h.name)) {
+      return field_error(source, field, "must not be set: keypool manages this header");
+    }
+    // The header the key goes into; a fixed value there would fight the injected key.
+    std::string_view auth = auth_header_name(scheme);
+    if (!auth.empty() && iequals(auth, h.name)) {
+      return field_error(
+          source, field,
+          "must not be set: auth_scheme " + std::string(to_string(scheme)) + " puts the key there");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (iequals(headers[j].name, h.name)) return field_error(source, field, "duplicate header");
+    }
+  }
+  return Ok{};
+}
+
+// ---- the one validator ------------------------------------------------------------
+
+Result<void> check_name(const RawService& raw, const std::string& source) {
+  if (!raw.name || raw.name->empty()) return field_error(source, "name", "required");
+  if (!is_slug(*raw.name)) {
+    return field_error(source, "name", quote(*raw.name) + " must match [a-z0-9][a-z0-9_-]{0,63}");
+  }
+  return Ok{};
+}
+
+Result<void> fill_base_url(const RawService& raw, const std::string& source, ServiceDef* s) {
+  if (!raw.base_url || raw.base_url->empty()) return field_error(source, "base_url", "required");
+  if (has_control(*raw.base_url) || raw.base_url->find(' ') != std::string::npos) {
+    return field_error(source, "base_url", "must not contain spaces or control characters");
+  }
+  UrlParts parts;
+  if (auto p = parse_base_url(*raw.base_url, &parts)) return field_error(source, "base_url", *p);
+  s->base_url = *raw.base_url;
+  while (!s->base_url.empty() && s->base_url.back() == '/') s->base_url.pop_back();
+  s->tls = parts.tls;
+  s->host = std::move(parts.host);
+  s->port = parts.port;
+  s->base_path = std::move(parts.path);
+  return Ok{};
+}
+
+Result<void> fill_auth(const RawService& raw, const std::string& source, ServiceDef* s) {
+  if (!raw.auth_scheme)
+    return field_error(source, "auth_scheme",
+                       "required (expected " + std::string(kSchemeList) + ")");
+  auto scheme = parse_auth_scheme(*raw.auth_scheme);
+  if (!scheme) return field_error(source, "auth_scheme", scheme.error().message);
+  s->auth_scheme = *scheme;
+  if (raw.auth_param) {
+    // A parameter name with a scheme that ignores it is almost surely a wrong scheme.
+    if (s->auth_scheme != AuthScheme::QueryParam) {
+      return field_error(source, "auth_param", "only used with auth_scheme query-param");
+    }
+    // Unreserved URL characters: they are tokens and need no escaping in a query.
+    const std::string& p = *raw.auth_param;
+    bool ok = !p.empty() && p.size() <= 64 && std::all_of(p.begin(), p.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+             c == '~';
+    });
+    if (!ok)
+      return field_error(source, "auth_param", "must be 1-64 characters from A-Z a-z 0-9 - _ . ~");
+    s->auth_param = p;
+  }
+  return Ok{};
+}
+
+Result<ServiceDef> build_service(RawService raw, const std::string& source) {
+  ServiceDef s;
+  s.source = source;
+  if (auto r = check_name(raw, source); !r) return r.error();
+  s.name = *raw.name;
+  if (raw.display_name) {
+    if (raw.display_name->empty() || raw.display_name->size() > 200 ||
+        has_control(*raw.display_name)) {
+      return field_error(source, "display_name",
+                         "must be 1-200 characters without control characters");
+    }
+    s.display_name = *raw.display_name;
+  } else {
+    s.display_name = s.name;
+  }
+  if (auto r = fill_base_url(raw, source, &s); !r) return r.error();
+  if (auto r = fill_auth(raw, source, &s); !r) return r.error();
+  if (auto r = check_headers(raw.headers, s.auth_scheme, source); !r) return r.error();
+  s.headers = std::move(raw.headers);
+  if (raw.rate_limit_rpm) {
+    if (*raw.rate_limit_rpm < 0 || *raw.rate_limit_rpm > kMaxRateLimitRpm) {
+      return field_error(source, "rate_limit_rpm",
+                         "must be an integer between 0 and " + std::to_string(kMaxRateLimitRpm));
+    }
+    s.rate_limit_rpm = *raw.rate_limit_rpm;
+  }
+  s.feature = raw.feature ? *raw.feature : s.name;
+  if (!is_slug(s.feature)) {
+    return field_error(source, "feature",
+                       quote(s.feature) + " must match [a-z0-9][a-z0-9_-]{0,63}");
+  }
+  return s;
+}
+
+Error unknown_field(const std::string& source, std::string_view field) {
+  return field_error(source, field, "unknown field (expected " + join_names(kServiceFields) + ")");
+}
+
+std::string* string_slot(RawService& raw, std::string_view key) {
+  std::optional<std::string>* slot = nullptr;
+  if (key == "name")
+    slot = &raw.name;
+  else if (key == "display_name")
+    slot = &raw.display_name;
+  else if (key == "base_url")
+    slot = &raw.base_url;
+  else if (key == "auth_scheme")
+    slot = &raw.auth_scheme;
+  else if (key == "auth_param")
+    slot = &raw.auth_param;
+  else if (key == "feature")
+    slot = &raw.feature;
+  if (!slot) return nullptr;
+  slot->emplace();
+  return &slot->value();
+}
+
+// ---- YAML front end ---------------------------------------------------------------
+
+Result<void> yaml_headers(const YAML::Node& node, const std::string& source, RawService* raw) {
+  if (!node.IsMap())
+    return field_error(source, "headers", "must be a mapping of header name to value");
+  auto entries = yaml_map_entries(node, source, "headers");
+  if (!entries) return entries.error();
+  for (auto& [name, value] : *entries) {
+    if (!value.IsScalar()) return field_error(source, "headers." + name, "must be a string");
+    raw->headers.push_back({name, value.Scalar()});
+  }
+  return Ok{};
+}
+
+Result<void> yaml_field(const std::string& key, const YAML::Node& value, const std::string& source,
+                        RawService* raw) {
+  // An empty value (`display_name:`) means "not given", so the default applies.
+  if (value.IsNull()) return Ok{};
+  if (key == "headers") return yaml_headers(value, source, raw);
+  if (key == "rate_limit_rpm") {
+    std::optional<int64_t> n = value.IsScalar() ? parse_uint(value.Scalar()) : std::nullopt;
+    if (!n)
+      return field_error(source, key,
+                         "must be an integer between 0 and " + std::to_string(kMaxRateLimitRpm));
+    raw->rate_limit_rpm = *n;
+    return Ok{};
+  }
+  std::string* slot = string_slot(*raw, key);
+  if (!slot) return unknown_field(source, key);
+  if (!value.IsScalar()) return field_error(source, key, "must be a string");
+  *slot = value.Scalar();
+  return Ok{};
+}
+
+// ---- JSON front end ---------------------------------------------------------------
+
+Result<void> json_headers(const nlohmann::json& j, const std::string& source, RawService* raw) {
+  if (!j.is_object())
+    return field_error(source, "headers", "must be an object of header name to value");
+  for (const auto& [name, value] : j.items()) {
+    if (!value.is_string()) return field_error(source, "headers." + name, "must be a string");
+    raw->headers.push_back({name, value.get<std::string>()});
+  }
+  return Ok{};
+}
+
+Result<void> json_field(const std::string& key, const nlohmann::json& value,
+                        const std::string& source, RawService* raw) {
+  if (value.is_null()) return Ok{};
+  if (key == "headers") return json_headers(value, source, raw);
+  if (key == "rate_limit_rpm") {
+    if (!value.is_number_integer()) {
+      return field_error(source, key,
+                         "must be an integer between 0 and " + std::to_string(kMaxRateLimitRpm));
+    }
+    // Unsigned values above int64 would wrap; clamp them into the refused range.
+    raw->rate_limit_rpm =
+        value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(kMaxRateLimitRpm)
+            ? kMaxRateLimitRpm + 1
+            : value.get<int64_t>();
+    return Ok{};
+  }
+  std::string* slot = string_slot(*raw, key);
+  if (!slot) return unknown_field(source, key);
+  if (!value.is_string()) return field_error(source, key, "must be a string");
+  *slot = value.get<std::string>();
+  return Ok{};
+}
+
+bool has_yaml_extension(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  return ext == ".yaml" || ext == ".yml";
+}
+
+std::optional<std::string> read_text(const std::filesystem::path& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return std::nullopt;
+  std::string text;
+  char buf[8192];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return std::nullopt;
+  return text;
+}
+
+// The candidate files in filename order. Dot files are skipped: editors leave them and
+// Kubernetes ConfigMap mounts add ..data entries next to the real files.
+std::vector<std::filesystem::path> yaml_files(const std::string& dir, std::string* error) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> out;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    std::string fname = p.filename().string();
+    if (fname.empty() || fname[0] == '.' || !has_yaml_extension(p)) continue;
+    std::error_code type_ec;
+    if (!fs::is_regular_file(p, type_ec)) continue;  // follows symlinks
+    out.push_back(p);
+  }
+  if (ec) {
+    *error = dir + ": cannot read services directory: " + ec.message();
+    return {};
+  }
+  std::sort(out.begin(), out.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
+  return out;
+}
+
+}  // namespace
+
+// ---- public API -------------------------------------------------------------------
+
+Result<AuthScheme> parse_auth_scheme(std::string_view s) {
+  if (s == "bearer") return AuthScheme::Bearer;
+  if (s == "x-api-key") return AuthScheme::XApiKey;
+  if (s == "xi-api-key") return AuthScheme::XiApiKey;
+  if (s == "authorization-raw") return AuthScheme::AuthorizationRaw;
+  if (s == "authorization-token") return AuthScheme::AuthorizationToken;
+  if (s == "query-param") return AuthScheme::QueryParam;
+  return make_error(ErrorCode::Invalid,
+                    "unknown scheme " + quote(s) + " (expected " + std::string(kSchemeList) + ")");
+}
+
+std::string_view to_string(AuthScheme s) {
+  switch (s) {
+    case AuthScheme::Bearer:
+      return "bearer";
+    case AuthScheme::XApiKey:
+      return "x-api-key";
+    case AuthScheme::XiApiKey:
+      return "xi-api-key";
+    case AuthScheme::AuthorizationRaw:
+      return "authorization-raw";
+    case AuthScheme::AuthorizationToken:
+      return "authorization-token";
+    case AuthScheme::QueryParam:
+      return "query-param";
+  }
+  return "bearer";  // unreachable: every enumerator is handled above
+}
+
+std::string_view auth_header_name(AuthScheme s) {
+  switch (s) {
+    case AuthScheme::Bearer:
+    case AuthScheme::AuthorizationRaw:
+    case AuthScheme::AuthorizationToken:
+      return "Authorization";
+    case AuthScheme::XApiKey:
+      return "x-api-key";
+    case AuthScheme::XiApiKey:
+      return "xi-api-key";
+    case AuthScheme::QueryParam:
+      return "";
+  }
+  return "";
+}
+
+Result<ServiceDef> service_from_yaml(std::string_view yaml_text, const std::string& source) {
+  auto doc = load_yaml_document(yaml_text, source);
+  if (!doc) return doc.error();
+  if (!doc->IsMap()) return field_error(source, "", "must be a mapping of service fields");
+  auto entries = yaml_map_entries(*doc, source, "");
+  if (!entries) return entries.error();
+  RawService raw;
+  for (const auto& [key, value] : *entries) {
+    if (auto r = yaml_field(key, value, source, &raw); !r) return r.error();
+  }
+  return build_service(std::move(raw), source);
+}
+
+Result<ServiceDef> service_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) return field_error(source, "", "must be a JSON object of service fields");
+  RawService raw;
+  try {
+    for (const auto& [key, value] : j.items()) {
+      if (auto r = json_field(key, value, source, &raw); !r) return r.error();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    // The type checks above should make this unreachable; keep the no-throw promise anyway.
+    return field_error(source, "", std::string("invalid JSON value: ") + e.what());
+  }
+  return build_service(std::move(raw), source);
+}
+
+nlohmann::json service_to_json(const ServiceDef& s) {
+  nlohmann::json j = {
+      {"name", s.name},
+      {"display_name", s.display_name},
+      {"base_url", s.base_url},
+      {"auth_scheme", std::string(to_string(s.auth_scheme))},
+      {"headers", nlohmann::json::object()},
+      {"rate_limit_rpm", s.rate_limit_rpm},
+      {"feature", s.feature},
+  };
+  // Only where it means something, so the output is accepted by service_from_json.
+  if (s.auth_scheme == AuthScheme::QueryParam) j["auth_param"] = s.auth_param;
+  for (const auto& h : s.headers) j["headers"][h.name] = h.value;
+  return j;
+}
+
+LoadedServices load_services_dir(const std::string& dir) {
+  LoadedServices out;
+  std::string dir_error;
+  std::map<std::string, std::string> source_of;  // name -> file that defined it first
+  for (const auto& path : yaml_files(dir, &dir_error)) {
+    std::string source = path.string();
+    std::optional<std::string> text = read_text(path);
+    if (!text) {
+      out.errors.push_back(source + ": cannot read file");
+      continue;
+    }
+    auto def = service_from_yaml(*text, source);
+    if (!def) {
+      out.errors.push_back(def.error().message);
+      continue;
+    }
+    auto [it, inserted] = source_of.emplace(def->name, source);
+    if (!inserted) {
+      out.errors.push_back(
+          field_error(source, "name", quote(def->name) + " is already defined in " + it->second)
+              .message);
+      continue;
+    }
+    out.services.push_back(std::move(def).value());
+  }
+  if (!dir_error.empty()) out.errors.push_back(dir_error);
+  std::sort(out.services.begin(), out.services.end(),
+            [](const ServiceDef& a, const ServiceDef& b) { return a.name < b.name; });
+  return out;
+}
+
+}  // namespace keypool::config

@@ -1,0 +1,68 @@
+#include "dispatch/dispatch.h"
+
+#include "admin/admin.h"
+#include "base/strings.h"
+#include "proxy/proxy.h"
+#include "router/router.h"
+#include "server/status.h"
+
+namespace keypool::dispatch {
+namespace {
+
+// Answers a request that no handler will own (bad target, refused method).
+class Refusal final : public server::RequestHandler {
+ public:
+  Refusal(server::ResponseSink& sink, int status, std::string_view code, std::string_view message,
+          http::Headers extra = {}) {
+    std::string body = server::error_body(code, message);
+    extra.push_back({"Content-Type", "application/json"});
+    sink.send_head(status, extra, server::BodyMode::ContentLength, body.size());
+    sink.send_body(body);
+    sink.end();
+  }
+  void on_body(std::string_view) override {}
+  void on_end() override {}
+  void on_abort() override {}
+};
+
+class Factory final : public server::HandlerFactory {
+ public:
+  Factory(state::App& app, server::Worker& worker, upstream::Client* client)
+      : app_(app), worker_(worker), client_(client) {}
+
+  std::shared_ptr<server::RequestHandler> on_request(http::RequestHead& head,
+                                                     server::ResponseSink& sink) override {
+    // CONNECT would make keypool a tunnel to anywhere; TRACE echoes credentials back.
+    if (head.method == "CONNECT" || head.method == "TRACE")
+      return std::make_shared<Refusal>(sink, 405, "method_not_allowed", head.method + " is not supported");
+    if (http::header_has_token(head.headers, "upgrade", "h2c") ||
+        http::count_header(head.headers, "http2-settings"))
+      return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "h2c upgrades are not supported");
+    auto route = router::route(head.method, head.target);
+    if (!route) {
+      const auto& e = route.error();
+      return std::make_shared<Refusal>(sink, server::status_for(e.code), server::code_name(e.code), e.message);
+    }
+    if (route->kind == router::RouteKind::Proxy) {
+      sink.note_service(route->service);
+      return proxy::make_handler(proxy::Env{app_, worker_, client_}, std::move(route.value()), head, sink);
+    }
+    if (head.upgrade)
+      return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "upgrades are only proxied under /v1/");
+    return admin::make_handler(admin::Env{app_, worker_.post()}, std::move(route.value()), head, sink);
+  }
+
+ private:
+  state::App& app_;
+  server::Worker& worker_;
+  upstream::Client* client_;
+};
+
+}  // namespace
+
+std::unique_ptr<server::HandlerFactory> make_factory(state::App& app, server::Worker& worker,
+                                                     upstream::Client* client) {
+  return std::make_unique<Factory>(app, worker, client);
+}
+
+}  // namespace keypool::dispatch

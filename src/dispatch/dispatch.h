@@ -1,0 +1,19 @@
+#pragma once
+// The HandlerFactory each worker uses: refuses methods keypool never serves, routes the
+// target, and hands the request to the proxy (/v1/...) or the admin room (everything else).
+#include <memory>
+
+#include "server/handler.h"
+#include "server/worker.h"
+#include "state/app.h"
+
+namespace keypool::upstream {
+class Client;
+}
+
+namespace keypool::dispatch {
+
+std::unique_ptr<server::HandlerFactory> make_factory(state::App& app, server::Worker& worker,
+                                                     upstream::Client* client);
+
+}  // namespace keypool::dispatch

@@ -1,0 +1,207 @@
+#include "http/request_parser.h"
+
+#include <llhttp.h>
+
+#include "base/strings.h"
+
+namespace keypool::http {
+
+struct RequestParser::Impl {
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  Limits limits;
+  Events* events;
+  ParseError error;
+  RequestHead head;
+  std::string field, value;
+  bool in_value = false;
+  size_t head_bytes = 0;
+  bool in_message = false;
+  bool head_done = false;
+
+  static Impl* self(llhttp_t* p) { return static_cast<Impl*>(p->data); }
+
+  int fail(int status, std::string code, std::string message) {
+    error = ParseError{status, std::move(code), std::move(message)};
+    return HPE_USER;
+  }
+
+  // Counts request-line and header bytes against the limit; 431 past it.
+  int count(size_t n) {
+    head_bytes += n;
+    if (head_bytes > limits.max_header_bytes)
+      return fail(431, "headers_too_large", "request header section exceeds " +
+                                                std::to_string(limits.max_header_bytes) + " bytes");
+    return 0;
+  }
+
+  int commit_header() {
+    if (!in_value) return 0;
+    if (head.headers.size() >= limits.max_header_count)
+      return fail(431, "too_many_headers",
+                  "more than " + std::to_string(limits.max_header_count) + " header fields");
+    head.headers.push_back(Header{std::move(field), std::string(trim(value))});
+    field.clear();
+    value.clear();
+    in_value = false;
+    return 0;
+  }
+
+  int check_framing();
+
+  static int on_message_begin(llhttp_t* p) {
+    Impl* s = self(p);
+    s->in_message = true;
+    s->head_done = false;
+    s->head = RequestHead{};
+    s->field.clear();
+    s->value.clear();
+    s->in_value = false;
+    s->head_bytes = 0;
+    return 0;
+  }
+  static int on_url(llhttp_t* p, const char* at, size_t len) {
+    Impl* s = self(p);
+    s->head.target.append(at, len);
+    if (s->head.target.size() > s->limits.max_url_bytes)
+      return s->fail(414, "uri_too_long",
+                     "request target exceeds " + std::to_string(s->limits.max_url_bytes) + " bytes");
+    return s->count(len);
+  }
+  static int on_method(llhttp_t* p, const char* at, size_t len) {
+    Impl* s = self(p);
+    s->head.method.append(at, len);
+    return s->count(len);
+  }
+  static int on_header_field(llhttp_t* p, const char* at, size_t len) {
+    Impl* s = self(p);
+    if (int rc = s->commit_header()) return rc;
+    s->field.append(at, len);
+    return s->count(len + 4);  // ": " and CRLF
+  }
+  static int on_header_value(llhttp_t* p, const char* at, size_t len) {
+    Impl* s = self(p);
+    s->in_value = true;
+    s->value.append(at, len);
+    return s->count(len);
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    Impl* s = self(p);
+    s->in_value = true;  // an empty value still makes a header
+    return s->commit_header();
+  }
+  static int on_headers_complete(llhttp_t* p) {
+    Impl* s = self(p);
+    if (int rc = s->commit_header()) return rc;
+    s->head.http_minor = llhttp_get_http_minor(p);
+    if (int rc = s->check_framing()) return rc;
+    s->head.keep_alive = llhttp_should_keep_alive(p);
+    s->head.upgrade = llhttp_get_upgrade(p);
+    s->head_done = true;
+    s->events->on_request_head(std::move(s->head));
+    return 0;
+  }
+  static int on_body(llhttp_t* p, const char* at, size_t len) {
+    self(p)->events->on_request_body(std::string_view(at, len));
+    return 0;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    Impl* s = self(p);
+    s->in_message = false;
+    s->events->on_request_complete();
+    // An upgrade makes llhttp_execute return HPE_PAUSED_UPGRADE by itself.
+    return llhttp_get_upgrade(p) ? 0 : HPE_PAUSED;
+  }
+};
+
+// The framing rules RFC 9112 §6 leaves to the recipient, applied strictly: a proxy that
+// guesses differently from the upstream is how request smuggling happens.
+int RequestParser::Impl::check_framing() {
+  if (llhttp_get_http_major(&parser) != 1 || head.http_minor > 1)
+    return fail(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported");
+  size_t cl = count_header(head.headers, "content-length");
+  size_t te = count_header(head.headers, "transfer-encoding");
+  if (cl > 1) return fail(400, "bad_framing", "repeated Content-Length");
+  if (cl && te) return fail(400, "bad_framing", "both Content-Length and Transfer-Encoding");
+  if (te) {
+    if (head.http_minor == 0)
+      return fail(400, "bad_framing", "Transfer-Encoding is not allowed in HTTP/1.0");
+    if (te > 1) return fail(400, "bad_framing", "repeated Transfer-Encoding");
+    auto v = *find_header(head.headers, "transfer-encoding");
+    if (!iequals(trim(v), "chunked"))
+      return fail(400, "bad_framing", "Transfer-Encoding must be exactly 'chunked'");
+    head.chunked = true;
+  }
+  if (cl) {
+    auto v = parse_uint(trim(*find_header(head.headers, "content-length")));
+    if (!v) return fail(400, "bad_framing", "invalid Content-Length");
+    head.content_length = static_cast<uint64_t>(*v);
+  }
+  size_t hosts = count_header(head.headers, "host");
+  if (head.http_minor == 1 && hosts != 1)
+    return fail(400, "bad_host", hosts ? "repeated Host header" : "missing Host header");
+  if (head.http_minor == 0 && hosts > 1) return fail(400, "bad_host", "repeated Host header");
+  for (const auto& h : head.headers) {
+    if (h.name.empty()) return fail(400, "bad_header", "empty header name");
+    for (char c : h.value)
+      if (c == '\0' || c == '\r' || c == '\n')
+        return fail(400, "bad_header", "control character in header value");
+  }
+  return 0;
+}
+
+RequestParser::RequestParser(Limits limits, Events* events) : impl_(std::make_unique<Impl>()) {
+  impl_->limits = limits;
+  impl_->events = events;
+  llhttp_settings_init(&impl_->settings);
+  impl_->settings.on_message_begin = Impl::on_message_begin;
+  impl_->settings.on_url = Impl::on_url;
+  impl_->settings.on_method = Impl::on_method;
+  impl_->settings.on_header_field = Impl::on_header_field;
+  impl_->settings.on_header_value = Impl::on_header_value;
+  impl_->settings.on_header_value_complete = Impl::on_header_value_complete;
+  impl_->settings.on_headers_complete = Impl::on_headers_complete;
+  impl_->settings.on_body = Impl::on_body;
+  impl_->settings.on_message_complete = Impl::on_message_complete;
+  llhttp_init(&impl_->parser, HTTP_REQUEST, &impl_->settings);
+  impl_->parser.data = impl_.get();
+}
+
+RequestParser::~RequestParser() = default;
+
+RequestParser::Status RequestParser::feed(std::string_view data, size_t* consumed) {
+  *consumed = 0;
+  if (data.empty()) return Status::NeedMore;
+  llhttp_errno_t rc = llhttp_execute(&impl_->parser, data.data(), data.size());
+  switch (rc) {
+    case HPE_OK:
+      *consumed = data.size();
+      return Status::NeedMore;
+    case HPE_PAUSED:
+      *consumed = static_cast<size_t>(llhttp_get_error_pos(&impl_->parser) - data.data());
+      return Status::Paused;
+    case HPE_PAUSED_UPGRADE:
+      *consumed = static_cast<size_t>(llhttp_get_error_pos(&impl_->parser) - data.data());
+      return Status::Upgrade;
+    case HPE_USER:
+      return Status::Error;  // error already filled in by a check
+    case HPE_INVALID_VERSION:
+      impl_->error = ParseError{400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported"};
+      return Status::Error;
+    case HPE_INVALID_METHOD:
+      impl_->error = ParseError{400, "bad_method", "invalid request method"};
+      return Status::Error;
+    default:
+      // llhttp's reason is a fixed text about the syntax, never echoing input.
+      impl_->error = ParseError{400, "bad_request",
+                                std::string("malformed request: ") + llhttp_get_error_reason(&impl_->parser)};
+      return Status::Error;
+  }
+}
+
+void RequestParser::resume() { llhttp_resume(&impl_->parser); }
+const ParseError& RequestParser::error() const { return impl_->error; }
+bool RequestParser::in_message() const { return impl_->in_message; }
+bool RequestParser::head_done() const { return impl_->head_done; }
+
+}  // namespace keypool::http

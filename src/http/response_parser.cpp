@@ -1,0 +1,217 @@
+#include "http/response_parser.h"
+
+#include <llhttp.h>
+
+#include "base/strings.h"
+
+namespace keypool::http {
+
+// All llhttp state and the head under construction. The llhttp callbacks below are thin
+// trampolines into these members; parser.data points here.
+struct ResponseParser::Impl {
+  Impl(Sink* s, ResponseLimits l) : sink(s), limits(l) {
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
+    settings.on_status = [](llhttp_t* p, const char* at, size_t n) {
+      return self(p)->on_span(self(p)->head.reason, at, n);
+    };
+    settings.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+      return self(p)->on_span(self(p)->field, at, n);
+    };
+    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
+      return self(p)->on_span(self(p)->value, at, n);
+    };
+    settings.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_complete(); };
+    settings.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+    settings.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
+    settings.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+  }
+
+  static Impl* self(llhttp_t* p) { return static_cast<Impl*>(p->data); }
+
+  void reset(bool head) {
+    llhttp_init(&parser, HTTP_RESPONSE, &settings);
+    parser.data = this;
+    head_request = head;
+    started = false;
+    complete = false;
+    stopped = false;
+    clear_head();
+  }
+
+  void clear_head() {
+    head = ResponseHead{};
+    field.clear();
+    value.clear();
+    header_bytes = 0;
+    interim = false;
+    error.clear();
+  }
+
+  int on_message_begin() {
+    // A new message starts after every interim 1xx too; the limits apply to each head.
+    clear_head();
+    started = true;
+    return HPE_OK;
+  }
+
+  // Status text, header names and values can arrive split across reads; llhttp hands them over
+  // in pieces, so the size limit is checked as they grow rather than once at the end.
+  int on_span(std::string& dst, const char* at, size_t n) {
+    header_bytes += n;
+    if (header_bytes > limits.max_header_bytes) {
+      error = "response head larger than " + std::to_string(limits.max_header_bytes) + " bytes";
+      return HPE_USER;
+    }
+    dst.append(at, n);
+    return HPE_OK;
+  }
+
+  int on_header_complete() {
+    // Each line costs its separators too, so many empty headers still hit the byte limit.
+    header_bytes += 4;
+    if (head.headers.size() >= limits.max_headers) {
+      error = "response has more than " + std::to_string(limits.max_headers) + " headers";
+      return HPE_USER;
+    }
+    head.headers.push_back(Header{std::move(field), std::string(trim(value))});
+    field.clear();
+    value.clear();
+    return HPE_OK;
+  }
+
+  // Return values (llhttp): 0 continue, 1 no body, 2 no body and stop as an upgrade.
+  int on_headers_complete() {
+    head.status = llhttp_get_status_code(&parser);
+    if (head.status >= 100 && head.status < 200 && head.status != 101) {
+      // 100 Continue, 102, 103 Early Hints: not the answer; the real head follows.
+      interim = true;
+      return 1;
+    }
+    head.http_minor = llhttp_get_http_minor(&parser);
+    head.chunked = (parser.flags & F_CHUNKED) != 0;
+    if ((parser.flags & F_CONTENT_LENGTH) && !head.chunked) head.content_length = parser.content_length;
+    head.upgrade = head.status == 101;
+    if (head_request) {
+      // llhttp only learns that the body is absent from our return value, so keep_alive must
+      // not consult llhttp_should_keep_alive (it would think the body runs until EOF).
+      bool close = header_has_token(head.headers, "connection", "close");
+      bool ka10 = header_has_token(head.headers, "connection", "keep-alive");
+      head.keep_alive = head.http_minor >= 1 ? !close : ka10;
+    } else {
+      head.keep_alive = !head.upgrade && llhttp_should_keep_alive(&parser);
+    }
+    if (!sink->on_head(head)) {
+      stopped = true;
+      return -1;
+    }
+    if (head.upgrade) return 2;
+    return head_request ? 1 : 0;
+  }
+
+  int on_body(const char* at, size_t n) {
+    if (!sink->on_body(std::string_view(at, n))) {
+      stopped = true;
+      return HPE_USER;
+    }
+    return HPE_OK;
+  }
+
+  int on_message_complete() {
+    if (interim) {
+      // Keep parsing: the final response is usually in the same read.
+      started = false;
+      return HPE_OK;
+    }
+    complete = true;
+    // Pause so feed() reports exactly where this response ended; anything after it is not ours.
+    return HPE_PAUSED;
+  }
+
+  ParseResult result_from(llhttp_errno_t err, const char* data, size_t len) {
+    ParseResult r;
+    if (stopped) {
+      r.status = ParseStatus::Stopped;
+      return r;
+    }
+    if (err == HPE_OK) {
+      r.consumed = len;
+      r.status = complete ? ParseStatus::Complete : ParseStatus::NeedMore;
+      return r;
+    }
+    const char* pos = llhttp_get_error_pos(&parser);
+    r.consumed = pos && pos >= data && pos <= data + len ? static_cast<size_t>(pos - data) : len;
+    if (err == HPE_PAUSED_UPGRADE || (err == HPE_PAUSED && head.upgrade)) {
+      r.status = ParseStatus::Upgrade;
+    } else if (err == HPE_PAUSED && complete) {
+      r.status = ParseStatus::Complete;
+    } else {
+      r.status = ParseStatus::Error;
+      r.error = !error.empty() ? error
+                               : std::string("malformed response (") + llhttp_errno_name(err) + ": " +
+                                     llhttp_get_error_reason(&parser) + ")";
+    }
+    return r;
+  }
+
+  Sink* sink;
+  ResponseLimits limits;
+  llhttp_settings_t settings;
+  llhttp_t parser;
+  ResponseHead head;
+  std::string field;  // header name being assembled
+  std::string value;  // header value being assembled
+  size_t header_bytes = 0;
+  bool head_request = false;
+  bool interim = false;   // the message being parsed is a 1xx we skip
+  bool started = false;
+  bool complete = false;  // llhttp is paused at the end of the response
+  bool stopped = false;   // the sink asked to stop
+  std::string error;      // why we failed a callback (limits), else empty
+};
+
+ResponseParser::ResponseParser(Sink* sink, ResponseLimits limits)
+    : impl_(std::make_unique<Impl>(sink, limits)) {
+  impl_->reset(false);
+}
+
+ResponseParser::~ResponseParser() = default;
+
+void ResponseParser::reset(bool head_request) { impl_->reset(head_request); }
+
+bool ResponseParser::started() const { return impl_->started; }
+
+ParseResult ResponseParser::feed(const char* data, size_t len) {
+  Impl& m = *impl_;
+  if (m.complete || m.stopped || m.head.upgrade) {
+    // llhttp_execute does nothing useful once paused or failed; the caller must reset().
+    ParseResult r;
+    r.status = ParseStatus::Error;
+    r.error = "data after the end of the response";
+    return r;
+  }
+  if (len == 0) return ParseResult{};
+  return m.result_from(llhttp_execute(&m.parser, data, len), data, len);
+}
+
+ParseResult ResponseParser::finish() {
+  Impl& m = *impl_;
+  ParseResult r;
+  if (m.complete) {
+    r.status = ParseStatus::Complete;
+    return r;
+  }
+  if (!m.started) return r;  // NeedMore: nothing under way, nothing lost
+  // llhttp_finish runs on_message_complete for a body that ends at EOF; our callback returns
+  // HPE_PAUSED, so judge by `complete`, not by the returned errno.
+  llhttp_finish(&m.parser);
+  if (m.complete) {
+    r.status = ParseStatus::Complete;
+  } else {
+    r.status = ParseStatus::Error;
+    r.error = "response truncated: the upstream closed the connection mid-response";
+  }
+  return r;
+}
+
+}  // namespace keypool::http

@@ -1,0 +1,31 @@
+#pragma once
+// AffinityMap: session value (X-Keypool-Session) -> the key last leased for it, so a
+// conversation keeps hitting the same upstream key while that key has budget. Bounded by
+// least-recently-used eviction because session values come from callers. Not thread-safe:
+// Pool holds it under its mutex.
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace keypool::pool {
+
+class AffinityMap {
+ public:
+  explicit AffinityMap(size_t capacity = 10'000) : capacity_(capacity) {}
+
+  // The key remembered for session, marking the entry as recently used.
+  std::optional<int64_t> get(const std::string& session);
+  // Remembers session -> key_id, evicting the least recently used entry when full.
+  void put(const std::string& session, int64_t key_id);
+  size_t size() const { return index_.size(); }
+
+ private:
+  using Entry = std::pair<std::string, int64_t>;
+  size_t capacity_;
+  std::list<Entry> order_;  // most recently used first
+  std::unordered_map<std::string, std::list<Entry>::iterator> index_;  // into order_
+};
+
+}  // namespace keypool::pool

@@ -1,0 +1,145 @@
+#pragma once
+// pool: the shared set of upstream keys and the policy for handing them out. lease() picks
+// the next eligible key round-robin, skipping disabled, expired, cooling, excluded, busy
+// and spent keys, and takes one grant from that key's exact window for the feature
+// (ratelimit::SlidingLog). When nothing is usable it says precisely when to retry.
+//
+// All worker threads share one Pool. One mutex guards everything; critical sections are a
+// scan over the keys and some bookkeeping, never I/O. The pool does not load or store keys,
+// decrypt values or talk upstream: the store feeds it, the proxy and admin lease from it.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "base/secret.h"
+#include "pool/affinity.h"
+#include "ratelimit/sliding_log.h"
+
+namespace keypool::pool {
+
+struct TierPolicy {
+  std::string name;
+  std::map<std::string, int64_t> features;  // feature -> rpm per key; rpm <= 0 serves nothing
+  int64_t max_wait_ms = 0;
+};
+
+struct KeyInfo {
+  int64_t id = 0;
+  std::string name, tier, service;  // service "" = none
+  bool enabled = true;
+  std::string disabled_reason;
+  int64_t expires_at_ms = 0;   // 0 = never
+  int64_t max_concurrent = 0;  // 0 = unlimited
+};
+
+// A granted key; pass it back to exactly one of release() or refund().
+struct Lease {
+  int64_t key_id = 0;
+  std::string key_name, tier;
+  // Shared so a rotation (set_value) never pulls a value out from under a running request.
+  std::shared_ptr<const Secret> value;
+  bool counts_concurrency = false;  // holds an in-flight slot (key has max_concurrent)
+  int64_t granted_at_ms = 0;        // the window entry; refund() removes exactly this one
+  std::string feature;
+};
+
+struct Query {
+  std::string feature;                  // required
+  std::optional<std::string> tier;      // only keys of this tier (team token); nullopt = any tier covering the feature (admin GET /key)
+  std::optional<std::string> service;   // only keys whose service equals this (proxy); nullopt = any
+  int64_t fallback_rpm = 0;             // budget when the tier does not list the feature (service default); 0 = tier must list it
+  std::vector<int64_t> exclude;         // keys already tried by this request (failover)
+  std::string affinity;                 // X-Keypool-Session: prefer the key last used with this value while it has budget
+};
+
+enum class KeyState { Active, Disabled, Cooling, Expired };
+
+struct FeatureUsage {
+  std::string feature;
+  int64_t used = 0, limit = 0, reset_in_s = 0;
+};
+
+struct KeyStatus {
+  KeyInfo info;
+  KeyState state = KeyState::Active;
+  int64_t cooling_until_ms = 0;
+  int64_t inflight = 0;
+  std::vector<FeatureUsage> usage;  // the tier's features, then any fallback-budget windows
+};
+
+class Pool {
+ public:
+  explicit Pool(const Clock& clock);
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Tier changes keep every window's history; a changed rpm applies at the next lease.
+  void set_tiers(std::vector<TierPolicy> tiers);  // replaces all
+  void upsert_tier(TierPolicy t);
+  void remove_tier(const std::string& name);
+
+  // Insert or update metadata and value; an update keeps windows, cooldown and in-flight.
+  void upsert_key(KeyInfo info, Secret value);
+  void update_key(KeyInfo info);  // metadata only; unknown ids are ignored
+  // Rotation: new leases get the new value; existing Lease objects keep the old one.
+  void set_value(int64_t id, Secret value);
+  void remove_key(int64_t id);
+
+  // Errors: NotFound "unknown feature 'x'" when no tier (the query's, if given) covers the
+  // feature and fallback_rpm == 0; Unavailable when no key matches the filters, or when every
+  // match is disabled, expired or excluded (nothing will free up by waiting); RateLimited
+  // with retry_after_s (>= 1) = ceil(seconds until the earliest match frees up) otherwise.
+  Result<Lease> lease(const Query& q);
+  void release(const Lease& l);  // frees the in-flight slot (not the window grant)
+  void refund(const Lease& l);   // never used upstream: release() and return the grant too
+
+  // Skipped until until_ms. Never shortens a longer cooldown (two workers may report the
+  // same key); an until_ms already past clears the cooldown.
+  void cool_down(int64_t key_id, int64_t until_ms);
+  void disable(int64_t key_id, std::string reason);
+
+  std::optional<KeyStatus> status(int64_t key_id) const;
+  std::vector<KeyStatus> statuses() const;  // in id order
+  bool tier_exists(const std::string& name) const;
+  bool feature_known(const std::string& feature) const;  // some tier lists it
+  std::optional<int64_t> tier_max_wait_ms(const std::string& tier) const;
+  size_t key_count() const;
+
+ private:
+  struct KeyEntry {
+    KeyInfo info;
+    std::shared_ptr<const Secret> value;
+    int64_t cooling_until_ms = 0;
+    int64_t inflight = 0;  // leases holding a concurrency slot
+    // feature -> window, created at the first lease of that feature.
+    std::map<std::string, ratelimit::SlidingLog> windows;
+  };
+
+  // Everything below runs with mu_ held.
+  bool covered(const Query& q) const;
+  int64_t budget(const KeyEntry& k, const Query& q) const;
+  bool excluded(const Query& q, int64_t id) const;
+  static int64_t wait_ms(KeyEntry& k, const std::string& feature, int64_t limit, int64_t now);
+  Lease grant(KeyEntry& k, const Query& q, int64_t limit, int64_t now);
+  std::optional<Lease> try_affinity(const Query& q, int64_t now);
+  KeyStatus describe(const KeyEntry& k, int64_t now) const;
+  void give_back_slot(const Lease& l);
+
+  const Clock& clock_;
+  mutable std::mutex mu_;
+  std::map<std::string, TierPolicy> tiers_;
+  std::map<int64_t, KeyEntry> keys_;  // id order is the round-robin order
+  // Round-robin cursor per (tier or *, feature, service or *): id of the last key granted.
+  // Stored as an id, not an index, so adding or removing keys never skips or repeats one.
+  std::unordered_map<std::string, int64_t> cursors_;
+  AffinityMap affinity_;
+};
+
+}  // namespace keypool::pool

@@ -1,0 +1,442 @@
+#include "proxy/exchange.h"
+
+#include <uv.h>
+
+#include "base/strings.h"
+#include "proxy/cooldown.h"
+#include "server/status.h"
+#include "telemetry/log.h"
+
+namespace keypool::proxy {
+namespace {
+
+constexpr size_t kMaxHeldErrorBody = 256 * 1024;
+
+bool failover_status(int status) {
+  return status == 429 || status == 401 || status == 403 || (status >= 500 && status <= 599);
+}
+
+// Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
+// itself.
+http::Headers client_response_headers(const http::Headers& in, bool tunnel) {
+  http::Headers out;
+  out.reserve(in.size() + 1);
+  for (const auto& h : in) {
+    if (iequals(h.name, "content-length") || iequals(h.name, "transfer-encoding") ||
+        iequals(h.name, "keep-alive") || iequals(h.name, "proxy-connection") || iequals(h.name, "te") ||
+        iequals(h.name, "trailer"))
+      continue;
+    if (!tunnel && (iequals(h.name, "connection") || iequals(h.name, "upgrade"))) continue;
+    if (!tunnel && http::header_has_token(in, "connection", h.name)) continue;
+    out.push_back(h);
+  }
+  return out;
+}
+
+double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime() - start_ns) / 1e9; }
+
+}  // namespace
+
+// Receives the upstream client's callbacks and hands them to the exchange.
+class ProxyExchange::UpstreamSide final : public upstream::ExchangeHandler {
+ public:
+  explicit UpstreamSide(ProxyExchange& x) : x_(x) {}
+  void on_response_head(upstream::ResponseHead& h) override { x_.on_response_head(h); }
+  void on_response_body(std::string_view d) override { x_.on_response_body(d); }
+  void on_response_end() override { x_.on_response_end(); }
+  void on_error(upstream::ErrorKind k, const std::string& m) override { x_.on_error(k, m); }
+  void on_writable() override { x_.upstream_writable(); }
+
+ private:
+  ProxyExchange& x_;
+};
+
+ProxyExchange::ProxyExchange(Env env, router::Route route, const http::RequestHead& head,
+                             server::ResponseSink& sink)
+    : env_(env), route_(std::move(route)), head_(head), sink_(&sink) {
+  started_ns_ = uv_hrtime();
+  up_handler_ = std::make_unique<UpstreamSide>(*this);
+  if (head_.chunked) framing_ = rewrite::BodyFraming::Chunked;
+  else if (head_.content_length) framing_ = rewrite::BodyFraming::ContentLength;
+}
+
+ProxyExchange::~ProxyExchange() {
+  drop_upstream();
+  release_lease(false, "");
+}
+
+// ---------------------------------------------------------------- start
+
+void ProxyExchange::begin() {
+  services_ = env_.app.services.snapshot();
+  auto it = services_->find(route_.service);
+  if (it == services_->end()) return fail(404, "unknown_service", "no service named '" + route_.service + "'");
+  svc_ = &it->second;
+  if (!authenticate()) return;
+  if (!lease_key()) return;
+  if (head_.upgrade) tunnel_ = true;
+  start_attempt();
+}
+
+bool ProxyExchange::authenticate() {
+  auto& app = env_.app;
+  auto cred = auth::extract_credential(head_.headers, route_.query);
+  if (!cred) {
+    fail(401, "unauthorized", "missing team token (Authorization: Bearer, x-api-key, xi-api-key or api_key)");
+    return false;
+  }
+  auto tok = app.tokens.authenticate(cred->value, app.clock.now_ms());
+  if (!tok) {
+    fail(401, "unauthorized", tok.error().message);
+    return false;
+  }
+  token_ = std::move(tok.value());
+  if (!token_.services.empty() &&
+      std::find(token_.services.begin(), token_.services.end(), svc_->name) == token_.services.end()) {
+    fail(403, "forbidden", "this token may not use service '" + svc_->name + "'");
+    return false;
+  }
+  if (auto wait = app.token_limits.acquire(token_.id, token_.rpm, app.clock.now_ms()); wait > 0) {
+    app.metrics.rate_limited("token");
+    fail(429, "rate_limited", "this token's rpm limit is spent", (wait + 999) / 1000);
+    return false;
+  }
+  return true;
+}
+
+bool ProxyExchange::lease_key() {
+  auto& app = env_.app;
+  pool::Query q;
+  q.feature = svc_->feature;
+  q.tier = token_.tier;
+  q.service = svc_->name;
+  q.fallback_rpm = svc_->rate_limit_rpm;
+  q.exclude = tried_;
+  if (auto s = http::find_header(head_.headers, "x-keypool-session")) q.affinity = std::string(*s);
+  auto lease = app.pool.lease(q);
+  if (lease) {
+    lease_ = std::move(lease.value());
+    tried_.push_back(lease_->key_id);
+    if (sink_) sink_->note_key(lease_->key_id);
+    return true;
+  }
+  const auto& e = lease.error();
+  switch (e.code) {
+    case ErrorCode::RateLimited:
+      app.metrics.rate_limited("pool");
+      fail(429, "rate_limited", "every key of this pool is at its limit; retry later", e.retry_after_s);
+      break;
+    case ErrorCode::NotFound:
+      fail(403, "forbidden", "tier '" + token_.tier + "' does not cover service '" + svc_->name + "'");
+      break;
+    default:
+      fail(503, "no_keys", "no usable key for service '" + svc_->name + "' in tier '" + token_.tier + "'");
+  }
+  return false;
+}
+
+// Sends the request head (and whatever body is already held) with the current key.
+void ProxyExchange::start_attempt() {
+  attempts_++;
+  upstream::Origin origin{svc_->tls, svc_->host, svc_->port};
+  auto req = rewrite::build(*svc_, head_.method, route_.rest, route_.query, head_.headers,
+                            lease_->value->view(), tunnel_);
+  std::string head = rewrite::serialize_head(req, framing_, head_.content_length.value_or(0));
+  // The serialized head holds the key: it is wiped once written (upstream writes wipe).
+  for (auto& h : req.headers) explicit_bzero(h.value.data(), h.value.size());
+  upstream_started_ns_ = uv_hrtime();
+  up_ = env_.client->start(origin, head_.method, up_handler_.get());
+  up_->write(std::move(head));
+  if (!replay_.empty()) up_->write(replay_);
+  if (request_done_ && framing_ == rewrite::BodyFraming::Chunked) up_->write("0\r\n\r\n");
+}
+
+// ---------------------------------------------------------------- client -> upstream
+
+void ProxyExchange::on_body(std::string_view data) {
+  if (response_done_ || !up_) return;
+  request_bytes_ += data.size();
+  if (replayable_) {
+    if (replay_.size() + data.size() <= static_cast<size_t>(env_.app.cfg.proxy.replay_buffer_bytes)) {
+      // Kept as framed bytes, so a replay is a plain write.
+      if (framing_ == rewrite::BodyFraming::Chunked) {
+        char line[24];
+        int n = std::snprintf(line, sizeof line, "%zx\r\n", data.size());
+        replay_.append(line, static_cast<size_t>(n));
+        replay_.append(data);
+        replay_.append("\r\n");
+      } else {
+        replay_.append(data);
+      }
+    } else {
+      replayable_ = false;  // too big to send twice: this attempt is the only one
+      std::string().swap(replay_);
+    }
+  }
+  if (framing_ == rewrite::BodyFraming::Chunked) {
+    char line[24];
+    int n = std::snprintf(line, sizeof line, "%zx\r\n", data.size());
+    std::string frame;
+    frame.reserve(data.size() + static_cast<size_t>(n) + 2);
+    frame.append(line, static_cast<size_t>(n));
+    frame.append(data);
+    frame.append("\r\n");
+    up_->write(std::move(frame));
+  } else {
+    up_->write(std::string(data));
+  }
+  if (sink_ && up_->queued_bytes() > static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark))
+    sink_->pause_read();
+}
+
+void ProxyExchange::on_end() {
+  request_done_ = true;
+  if (!up_ || response_done_) return;
+  if (framing_ == rewrite::BodyFraming::Chunked) up_->write("0\r\n\r\n");
+}
+
+void ProxyExchange::upstream_writable() {
+  if (sink_) sink_->resume_read();
+}
+
+void ProxyExchange::on_tunnel_data(std::string_view data) {
+  if (up_) up_->write(std::string(data));
+}
+
+void ProxyExchange::on_tunnel_eof() {
+  drop_upstream();
+  if (sink_) sink_->end();
+  response_done_ = true;
+}
+
+void ProxyExchange::on_abort() {
+  // The client is gone: abandon the upstream request too (closing its connection).
+  sink_ = nullptr;
+  if (!response_done_) status_ = status_ ? status_ : 499;
+  drop_upstream();
+  release_lease(false, "");
+  record_metrics();
+}
+
+void ProxyExchange::on_writable() {
+  if (up_) up_->resume_read();
+}
+
+// ---------------------------------------------------------------- upstream -> client
+
+void ProxyExchange::on_response_head(upstream::ResponseHead& head) {
+  env_.app.metrics.upstream(svc_->name, seconds_since(upstream_started_ns_));
+  if (failover_status(head.status) && !streaming_) {
+    on_key_refused(head.status, head.headers);
+    if (try_failover("upstream answered " + std::to_string(head.status))) return;
+  }
+  forward_head(head);
+}
+
+void ProxyExchange::forward_head(upstream::ResponseHead& head) {
+  status_ = head.status;
+  if (!sink_) return;
+  streaming_ = true;
+  bool switching = tunnel_ && head.status == 101;
+  auto headers = client_response_headers(head.headers, switching);
+  headers.push_back({"X-Keypool-Key-Id", std::to_string(lease_->key_id)});
+  usage_ = std::make_unique<UsageTap>(http::find_header(head.headers, "content-type").value_or(""));
+  if (switching) {
+    sink_->send_head(101, headers, server::BodyMode::Raw, 0);
+    return;
+  }
+  // Error answers may quote the key we injected ("Incorrect API key provided: sk-..."):
+  // hold them (bounded) and mask the key before the client sees a byte.
+  mask_errors_ = head.status >= 400;
+  held_head_ = headers;
+  bool no_body = head_.method == "HEAD" || head.status == 204 || head.status == 304 ||
+                 (head.status >= 100 && head.status < 200);
+  if (mask_errors_ && !no_body) return;  // the head goes out with the held body
+  if (no_body)
+    sink_->send_head(head.status, headers,
+                     head.content_length ? server::BodyMode::ContentLength : server::BodyMode::Empty,
+                     head.content_length.value_or(0));
+  else if (head.content_length && !head.chunked)
+    sink_->send_head(head.status, headers, server::BodyMode::ContentLength, *head.content_length);
+  else
+    sink_->send_head(head.status, headers, server::BodyMode::Stream, 0);
+}
+
+void ProxyExchange::on_response_body(std::string_view data) {
+  if (usage_) usage_->feed(data);
+  if (mask_errors_) {
+    if (held_.size() + data.size() <= kMaxHeldErrorBody) {
+      held_.append(data);
+      return;
+    }
+    // Too large to hold: send the head now and stream the rest masked piece by piece.
+    flush_held(false);
+  }
+  send_to_client(data);
+}
+
+void ProxyExchange::send_to_client(std::string_view data) {
+  if (!sink_) return;
+  if (mask_errors_) {
+    std::string copy(data);
+    rewrite::mask_secret(copy, lease_->value->view());
+    sink_->send_body(copy);
+  } else {
+    sink_->send_body(data);
+  }
+  if (up_ && sink_->queued_bytes() > static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark))
+    up_->pause_read();
+}
+
+// Sends the held error head and body (masked). complete: the body is all there is, so it
+// can go with a Content-Length.
+void ProxyExchange::flush_held(bool complete) {
+  if (!sink_ || !mask_errors_ || held_sent_) return;
+  held_sent_ = true;
+  rewrite::mask_secret(held_, lease_->value->view());
+  if (complete) sink_->send_head(status_, held_head_, server::BodyMode::ContentLength, held_.size());
+  else sink_->send_head(status_, held_head_, server::BodyMode::Stream, 0);
+  if (!held_.empty()) sink_->send_body(held_);
+  std::string().swap(held_);
+}
+
+void ProxyExchange::on_response_end() {
+  if (mask_errors_ && !held_sent_) flush_held(true);
+  response_done_ = true;
+  bool ok = status_ < 400;
+  release_lease(!ok, ok ? "" : "http " + std::to_string(status_));
+  drop_upstream();  // a complete exchange returns its connection to the pool
+  if (sink_) sink_->end();
+  record_metrics();
+}
+
+void ProxyExchange::on_error(upstream::ErrorKind kind, const std::string& message) {
+  const char* kind_name = upstream::error_kind_name(kind);
+  env_.app.metrics.upstream_error(svc_->name, kind_name);
+  log::warn("upstream error", {{"service", svc_->name}, {"key_id", lease_ ? lease_->key_id : 0},
+                               {"kind", kind_name}, {"error", message}, {"attempt", attempts_}});
+  if (!streaming_ && !tunnel_ && try_failover(std::string("upstream ") + kind_name)) return;
+  drop_upstream();
+  release_lease(true, kind_name);
+  if (streaming_ || (mask_errors_ && held_sent_)) {
+    // Bytes already went out: the client must see a broken response, never a clean end.
+    response_done_ = true;
+    if (sink_) sink_->abort();
+    sink_ = nullptr;
+    record_metrics();
+    return;
+  }
+  bool timeout = kind == upstream::ErrorKind::ConnectTimeout || kind == upstream::ErrorKind::HeadTimeout ||
+                 kind == upstream::ErrorKind::IdleTimeout;
+  if (timeout) fail(504, "upstream_timeout", std::string("upstream ") + svc_->name + ": " + kind_name);
+  else fail(502, "bad_gateway", std::string("upstream ") + svc_->name + ": " + message);
+}
+
+// ---------------------------------------------------------------- failover
+
+// A 401/403 means the key is bad: take it out until an admin looks. A 429 means it is
+// spent: cool it for as long as the upstream says.
+void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
+  if (!lease_) return;
+  auto& app = env_.app;
+  int64_t id = lease_->key_id;
+  int64_t now = app.clock.now_ms();
+  if (status == 429) {
+    int64_t ms = cooldown_ms(headers, now).value_or(app.cfg.proxy.default_cooldown_s * 1000);
+    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, app.pool.key_count())) {
+      // Most keys hit 429 together: the limit is on our address, not on the keys.
+      // Keep the keys usable; the client gets the 429 with a short Retry-After.
+      ms = std::min<int64_t>(ms, 1000);
+    }
+    app.pool.cool_down(id, now + ms);
+    app.recorder.audit({0, now, "system", "key.cooldown", std::to_string(id),
+                        "{\"until_ms\":" + std::to_string(now + ms) + ",\"status\":429}"});
+  } else if (status == 401 || status == 403) {
+    std::string reason = "upstream answered " + std::to_string(status);
+    app.pool.disable(id, reason);
+    app.store.post([id, reason, now](store::Store& s) {
+      store::KeyPatch p;
+      p.enabled = false;
+      p.disabled_reason = reason;
+      (void)s.update_key(id, p, now);
+      (void)s.append_audit({{0, now, "system", "key.disable", std::to_string(id),
+                             "{\"reason\":\"" + reason + "\"}"}});
+    });
+  }
+}
+
+// Tries the next key when nothing reached the client yet and the body can be sent again.
+bool ProxyExchange::try_failover(const std::string& why) {
+  auto& app = env_.app;
+  if (!sink_ || streaming_ || tunnel_ || !replayable_) return false;
+  if (attempts_ >= app.cfg.proxy.max_attempts) return false;
+  if (app.storms.active(svc_->name + "/" + token_.tier, app.clock.now_ms())) return false;
+  int64_t from = lease_ ? lease_->key_id : 0;
+  release_lease(true, why);
+  drop_upstream();
+  if (!lease_key()) return true;  // lease_key answered the client (429/503)
+  app.metrics.failover(svc_->name);
+  log::info("failover", {{"service", svc_->name}, {"from_key", from}, {"to_key", lease_->key_id},
+                         {"reason", why}, {"attempt", attempts_ + 1}});
+  start_attempt();
+  return true;
+}
+
+// ---------------------------------------------------------------- endings
+
+void ProxyExchange::fail(int status, std::string_view code, std::string message, long long retry_after_s) {
+  status_ = status;
+  response_done_ = true;
+  drop_upstream();
+  if (!sink_) return;
+  std::string body = server::error_body(code, message, retry_after_s);
+  http::Headers headers{{"Content-Type", "application/json"}};
+  if (retry_after_s > 0) headers.push_back({"Retry-After", std::to_string(retry_after_s)});
+  if (status == 401) headers.push_back({"WWW-Authenticate", "Bearer"});
+  sink_->send_head(status, headers, server::BodyMode::ContentLength, body.size());
+  sink_->send_body(body);
+  sink_->end();
+  record_metrics();
+}
+
+void ProxyExchange::release_lease(bool failed, const std::string& error) {
+  if (!lease_) return;
+  auto& app = env_.app;
+  app.pool.release(*lease_);
+  store::UsageDelta d;
+  d.key_id = lease_->key_id;
+  d.token_id = token_.id;
+  d.requests = 1;
+  d.errors = failed ? 1 : 0;
+  d.last_used_at = app.clock.now_ms();
+  d.last_error = error;
+  if (usage_ && !failed) {
+    auto u = usage_->finish();
+    d.input_tokens = u.input_tokens;
+    d.output_tokens = u.output_tokens;
+  }
+  app.recorder.usage(d);
+  lease_.reset();
+}
+
+void ProxyExchange::drop_upstream() {
+  // Destroying the exchange returns a finished connection to the pool or closes it.
+  up_.reset();
+}
+
+void ProxyExchange::record_metrics() {
+  if (metrics_done_) return;
+  metrics_done_ = true;
+  env_.app.metrics.request(svc_ ? svc_->name : route_.service, "proxy", status_ ? status_ : 499,
+                           seconds_since(started_ns_));
+}
+
+std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
+                                                     const http::RequestHead& head,
+                                                     server::ResponseSink& sink) {
+  auto x = std::make_shared<ProxyExchange>(env, std::move(route), head, sink);
+  x->begin();
+  return x;
+}
+
+}  // namespace keypool::proxy

@@ -1,0 +1,101 @@
+#pragma once
+// ProxyExchange: the state of one proxied request. It is both the downstream handler
+// (server::RequestHandler) and the upstream handler (upstream::ExchangeHandler).
+//
+// Directions and their states:
+//   request:  Head -> Body -> Done        (body forwarded as it arrives, kept for replay
+//                                          while it fits replay_buffer_bytes)
+//   response: Waiting -> Streaming -> Done (nothing reaches the client before Streaming,
+//                                          which is what makes failover invisible)
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/auth.h"
+#include "pool/pool.h"
+#include "proxy/proxy.h"
+#include "proxy/usage.h"
+#include "rewrite/rewrite.h"
+#include "upstream/client.h"
+
+namespace keypool::proxy {
+
+class ProxyExchange final : public server::RequestHandler,
+                            public std::enable_shared_from_this<ProxyExchange> {
+ public:
+  ProxyExchange(Env env, router::Route route, const http::RequestHead& head, server::ResponseSink& sink);
+  ~ProxyExchange() override;
+  // Authenticates, leases and starts the first attempt; answers errors itself.
+  void begin();
+
+  // server::RequestHandler (client side)
+  void on_body(std::string_view data) override;
+  void on_end() override;
+  void on_abort() override;
+  void on_writable() override;
+  void on_tunnel_data(std::string_view data) override;
+  void on_tunnel_eof() override;
+
+  // API side, forwarded by UpstreamSide (upstream::ExchangeHandler): a separate object
+  // because both interfaces name a callback on_writable.
+  void on_response_head(upstream::ResponseHead& head);
+  void on_response_body(std::string_view data);
+  void on_response_end();
+  void on_error(upstream::ErrorKind kind, const std::string& message);
+  void upstream_writable();
+
+ private:
+  class UpstreamSide;  // forwards upstream callbacks; see exchange.cpp
+
+  bool authenticate();
+  bool lease_key();
+  void start_attempt();
+  bool try_failover(const std::string& why);
+  void on_key_refused(int status, const http::Headers& headers);
+  void forward_head(upstream::ResponseHead& head);
+  void send_to_client(std::string_view data);
+  void flush_held(bool complete);
+  void finish_response();
+  void fail(int status, std::string_view code, std::string message, long long retry_after_s = 0);
+  void release_lease(bool failed, const std::string& error);
+  void drop_upstream();
+  void record_metrics();
+
+  Env env_;
+  router::Route route_;
+  http::RequestHead head_;
+  server::ResponseSink* sink_;  // null after on_abort
+  std::shared_ptr<const state::ServiceMap> services_;
+  const config::ServiceDef* svc_ = nullptr;  // points into services_
+  auth::TokenInfo token_;
+  std::optional<pool::Lease> lease_;
+  std::vector<int64_t> tried_;
+  int attempts_ = 0;
+
+  std::unique_ptr<UpstreamSide> up_handler_;
+  std::unique_ptr<upstream::Exchange> up_;
+  rewrite::BodyFraming framing_ = rewrite::BodyFraming::None;
+
+  // Request body replay: everything sent so far, while it fits the limit.
+  std::string replay_;
+  bool replayable_ = true;
+  bool request_done_ = false;
+  uint64_t request_bytes_ = 0;
+
+  // Response.
+  bool streaming_ = false;      // the client has our head
+  bool response_done_ = false;
+  bool tunnel_ = false;
+  bool mask_errors_ = false;    // status >= 400: hold the body to mask the key in it
+  std::string held_;            // held error body
+  http::Headers held_head_;     // the head that goes out with it
+  bool held_sent_ = false;
+  bool metrics_done_ = false;
+  int status_ = 0;
+  uint64_t started_ns_ = 0;
+  uint64_t upstream_started_ns_ = 0;
+  std::unique_ptr<UsageTap> usage_;
+};
+
+}  // namespace keypool::proxy

@@ -1,0 +1,211 @@
+#include "proxy/usage.h"
+
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "base/strings.h"
+
+namespace keypool::proxy {
+namespace {
+
+using nlohmann::json;
+
+// The media type without parameters: "Text/Event-Stream; charset=utf-8" -> "text/event-stream".
+std::string media_type(std::string_view content_type) {
+  auto semi = content_type.find(';');
+  return to_lower(trim(content_type.substr(0, semi)));
+}
+
+// A token count, when the field holds one. Providers send small non-negative integers;
+// anything else (null, negative, a string) is not a count we can use.
+std::optional<int64_t> token_count(const json& obj, const char* field) {
+  auto it = obj.find(field);
+  if (it == obj.end()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    auto v = it->get<uint64_t>();
+    constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    return static_cast<int64_t>(v > kMax ? kMax : v);
+  }
+  if (it->is_number_integer()) {
+    auto v = it->get<int64_t>();
+    if (v >= 0) return v;
+  }
+  return std::nullopt;
+}
+
+// Merges one usage object into the totals. Fields present replace what was seen before
+// rather than add to it: OpenAI sends usage once (the last wins if it repeats) and
+// Anthropic's message_delta counts are cumulative.
+void take_usage_object(const json& u, Usage& usage) {
+  if (!u.is_object()) return;  // OpenAI chunks carry "usage": null until the last one
+  auto in = token_count(u, "prompt_tokens");
+  if (!in) in = token_count(u, "input_tokens");
+  auto out = token_count(u, "completion_tokens");
+  if (!out) out = token_count(u, "output_tokens");
+  if (in) usage.input_tokens = *in;
+  if (out) usage.output_tokens = *out;
+  if (in || out) usage.found = true;
+}
+
+// Looks where each API keeps its usage object: top level (OpenAI chat/completions and
+// responses bodies, OpenAI chat chunks, Anthropic message bodies and message_delta),
+// `message.usage` (Anthropic message_start) and `response.usage` (OpenAI responses
+// events such as response.completed). Keying on where the object sits rather than on the
+// event type keeps one path for bodies and streams; events without usage fall through.
+void take_usage(const json& j, Usage& usage) {
+  if (!j.is_object()) return;
+  if (auto it = j.find("usage"); it != j.end()) take_usage_object(*it, usage);
+  for (const char* outer : {"message", "response"}) {
+    auto it = j.find(outer);
+    if (it == j.end() || !it->is_object()) continue;
+    if (auto u = it->find("usage"); u != it->end()) take_usage_object(*u, usage);
+  }
+}
+
+void take_usage_from_text(std::string_view text, Usage& usage) {
+  // Most stream events (every content delta) carry no usage; skipping them before the
+  // JSON parser keeps a long stream cheap. Providers never escape this key.
+  if (text.find("\"usage\"") == std::string_view::npos) return;
+  auto j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return;  // malformed: not ours to judge, just not counted
+  take_usage(j, usage);
+}
+
+}  // namespace
+
+UsageTap::UsageTap(std::string_view content_type, size_t max_json_bytes, size_t max_event_bytes)
+    : max_json_bytes_(max_json_bytes), max_event_bytes_(max_event_bytes) {
+  auto type = media_type(content_type);
+  if (type == "application/json") mode_ = Mode::Json;
+  else if (type == "text/event-stream") mode_ = Mode::Sse;
+}
+
+void UsageTap::feed(std::string_view data) {
+  switch (mode_) {
+    case Mode::None:
+      return;
+    case Mode::Json:
+      if (overflow_) return;
+      if (buf_.size() + data.size() > max_json_bytes_) {
+        // Too big to parse within our memory bound: give up on this body for good.
+        overflow_ = true;
+        std::string().swap(buf_);
+        return;
+      }
+      buf_.append(data);
+      return;
+    case Mode::Sse:
+      feed_sse(data);
+      return;
+  }
+}
+
+// Splits the new bytes into lines. Only the new bytes are scanned: an unfinished line
+// waits in buf_ without its terminator, and a \r at the very end of a feed sets skip_lf_
+// so that a \n opening the next feed completes the same \r\n rather than a blank line.
+void UsageTap::feed_sse(std::string_view data) {
+  size_t i = 0;
+  if (skip_lf_ && !data.empty()) {
+    if (data[0] == '\n') i = 1;
+    skip_lf_ = false;
+  }
+  while (i < data.size()) {
+    size_t end = data.find_first_of("\r\n", i);
+    if (end == std::string_view::npos) {
+      append_to_line(data.substr(i));
+      return;
+    }
+    append_to_line(data.substr(i, end - i));
+    if (data[end] == '\r') {
+      if (end + 1 == data.size()) skip_lf_ = true;
+      else if (data[end + 1] == '\n') ++end;
+    }
+    end_line();
+    i = end + 1;
+  }
+}
+
+void UsageTap::append_to_line(std::string_view part) {
+  if (line_overflow_ || part.empty()) return;
+  if (buf_.size() + part.size() > max_event_bytes_) {
+    // A line longer than an event may be is dropped, and with it the event it belongs to.
+    line_overflow_ = true;
+    buf_.clear();
+    return;
+  }
+  buf_.append(part);
+}
+
+void UsageTap::end_line() {
+  if (line_overflow_) {
+    line_overflow_ = false;
+    overflow_ = true;
+    event_data_.clear();
+  } else {
+    on_sse_line(buf_);
+  }
+  buf_.clear();
+}
+
+// One complete line, per the WHATWG event-stream rules: blank dispatches, ':' opens a
+// comment, otherwise "field:value" with one optional space after the colon.
+void UsageTap::on_sse_line(std::string_view line) {
+  if (first_line_) {
+    first_line_ = false;
+    if (starts_with(line, "\xEF\xBB\xBF")) line.remove_prefix(3);
+  }
+  if (line.empty()) {
+    dispatch_event();
+    return;
+  }
+  if (line.front() == ':') return;
+  auto colon = line.find(':');
+  auto field = line.substr(0, colon);
+  std::string_view value;
+  if (colon != std::string_view::npos) {
+    value = line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  }
+  // `event:` names the event, but Anthropic and OpenAI repeat it as the JSON's "type" and
+  // the usage object's place in the JSON says all we need; id and retry do not matter.
+  if (field != "data" || overflow_) return;
+  if (event_data_.size() + value.size() + 1 > max_event_bytes_) {
+    overflow_ = true;
+    event_data_.clear();
+    return;
+  }
+  event_data_.append(value);
+  event_data_.push_back('\n');
+}
+
+void UsageTap::dispatch_event() {
+  if (!overflow_ && !event_data_.empty()) {
+    event_data_.pop_back();  // the \n after the last data line is not part of the data
+    on_sse_event(event_data_);
+  }
+  event_data_.clear();
+  overflow_ = false;
+}
+
+void UsageTap::on_sse_event(std::string_view data) {
+  if (data == "[DONE]") return;  // OpenAI's end marker, not JSON
+  take_usage_from_text(data, usage_);
+}
+
+Usage UsageTap::finish() {
+  if (mode_ == Mode::Json) {
+    if (!overflow_ && !buf_.empty()) take_usage_from_text(buf_, usage_);
+    std::string().swap(buf_);
+  } else if (mode_ == Mode::Sse) {
+    // WHATWG drops an event cut off by the end of the stream. We dispatch it instead: a
+    // cut-off JSON object cannot parse (its closing brace is missing), so only an event
+    // that lacks just its blank line, as some servers send the last one, is counted.
+    if (!buf_.empty() || line_overflow_) end_line();
+    skip_lf_ = false;
+    dispatch_event();
+  }
+  return usage_;
+}
+
+}  // namespace keypool::proxy

@@ -1,0 +1,544 @@
+#include "server/connection.h"
+
+#include <arpa/inet.h>
+
+#include <cstdio>
+
+#include "base/strings.h"
+#include "server/status.h"
+#include "server/worker.h"
+#include "telemetry/log.h"
+
+namespace keypool::server {
+namespace {
+
+// Reasons not to read, as bits, so that "the handler's upstream is slow" and "a pipelined
+// request waits for its turn" do not cancel each other (nghttpx does the same).
+constexpr unsigned kPauseHandler = 1;   // backpressure asked by the handler
+constexpr unsigned kPausePipeline = 2;  // a complete request waits for its response
+constexpr unsigned kPauseUpgrade = 4;   // an upgrade request waits for the upstream's 101
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+  Connection* conn;
+};
+
+std::string peer_name(uv_tcp_t* tcp) {
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET)
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
+  else if (ss.ss_family == AF_INET6)
+    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+  return ip;
+}
+
+// Lines that end a request's life on this connection when the client cannot be trusted
+// to frame the next one: JSON error, Connection: close.
+std::string canned_error(int status, std::string_view code, std::string_view message) {
+  std::string body = error_body(code, message);
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status)) +
+                    "\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+  return out + body;
+}
+
+}  // namespace
+
+Connection::Connection(Worker& worker)
+    : worker_(worker), parser_(worker.options().parser_limits, this) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  uv_timer_init(worker_.loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  open_handles_ = 2;
+  worker_.stats().open_connections++;
+}
+
+Connection::~Connection() { worker_.stats().open_connections--; }
+
+void Connection::start() {
+  uv_tcp_nodelay(&tcp_, 1);
+  peer_ = peer_name(&tcp_);
+  update_reading();
+  arm_timer();
+}
+
+void Connection::refuse_overloaded() {
+  write_now(canned_error(503, "overloaded", "too many open connections"));
+  state_ = State::Lingering;
+  flush();
+}
+
+bool Connection::idle() const {
+  return state_ == State::Reading && !parser_.in_message() && inbuf_.empty();
+}
+
+void Connection::drain() {
+  draining_ = true;
+  keep_alive_ = false;
+  if (idle()) close();
+}
+
+// ---------------------------------------------------------------- reading
+
+void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<Connection*>(h->data);
+  // One buffer per worker: libuv reads into it and we consume it before returning.
+  buf->base = self->worker_.read_buffer();
+  buf->len = self->worker_.read_buffer_size();
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<Connection*>(s->data);
+  auto keep = self->shared_from_this();  // a handler may close us from inside
+  self->callback_depth_++;
+  self->handle_read(nread, buf->base);
+  self->callback_depth_--;
+  self->flush();
+}
+
+void Connection::handle_read(ssize_t nread, const char* data) {
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (state_ == State::Tunnel && handler_) {
+      handler_->on_tunnel_eof();
+      return;
+    }
+    close();
+    return;
+  }
+  std::string_view bytes(data, static_cast<size_t>(nread));
+  switch (state_) {
+    case State::Tunnel:
+      if (handler_) handler_->on_tunnel_data(bytes);
+      return;
+    case State::Lingering:
+    case State::Closing:
+      return;  // discarded: we are done with this client
+    case State::Reading:
+    case State::Responding:
+      break;
+  }
+  arm_timer();
+  if (inbuf_.empty()) {
+    process_input(bytes);
+  } else {
+    inbuf_.append(bytes);
+    std::string pending = std::move(inbuf_);
+    inbuf_.clear();
+    process_input(pending);
+  }
+}
+
+// Feeds the parser until it needs more bytes, pauses for a response, or fails. Unconsumed
+// bytes are kept in inbuf_ for later.
+void Connection::process_input(std::string_view data) {
+  while (!data.empty()) {
+    if (state_ == State::Closing || state_ == State::Lingering) return;
+    size_t used = 0;
+    auto status = parser_.feed(data, &used);
+    data.remove_prefix(used);
+    switch (status) {
+      case http::RequestParser::Status::NeedMore:
+        return;
+      case http::RequestParser::Status::Paused:
+        if (state_ == State::Responding && response_done_) {
+          // Answered while it was being read (GET /key, errors): go straight on.
+          if (!turn_over()) return;
+          continue;
+        }
+        inbuf_.assign(data);
+        pause_bits_ |= kPausePipeline;
+        update_reading();
+        return;
+      case http::RequestParser::Status::Upgrade:
+        inbuf_.assign(data);
+        pause_bits_ |= kPauseUpgrade;
+        update_reading();
+        return;
+      case http::RequestParser::Status::Error:
+        refuse(parser_.error());
+        return;
+    }
+  }
+}
+
+void Connection::refuse(const http::ParseError& err) {
+  if (handler_) {
+    // The head was accepted but the body framing broke (e.g. a bad chunk size).
+    auto h = std::move(handler_);
+    h->on_abort();
+    worker_.retire(std::move(h));
+    if (head_sent_) {
+      close();
+      return;
+    }
+  }
+  method_ = method_.empty() ? "-" : method_;
+  status_ = err.status;
+  log_access();
+  out_.clear();
+  write_now(canned_error(err.status, err.code, err.message));
+  state_ = State::Lingering;
+  flush();
+}
+
+// ---------------------------------------------------------------- request events
+
+void Connection::on_request_head(http::RequestHead&& head) {
+  state_ = State::Responding;
+  request_done_ = false;
+  response_done_ = false;
+  head_sent_ = false;
+  status_ = 0;
+  key_id_ = 0;
+  service_.clear();
+  bytes_out_ = 0;
+  started_ns_ = uv_hrtime();
+  http_minor_ = head.http_minor;
+  request_has_body_ = head.has_body();
+  keep_alive_ = head.keep_alive && !draining_ && !worker_.draining();
+  upgrade_request_ = head.upgrade;
+  if (head.upgrade) keep_alive_ = false;  // after a refused upgrade the stream is not HTTP
+  method_ = head.method;
+  path_ = head.target.substr(0, head.target.find('?'));  // never log the query: it may hold a token
+  if (path_.size() > 256) path_.resize(256);
+  handler_ = worker_.factory().on_request(head, *this);
+}
+
+void Connection::on_request_body(std::string_view data) {
+  if (handler_ && !response_done_) handler_->on_body(data);
+}
+
+void Connection::on_request_complete() {
+  request_done_ = true;
+  // If the handler answers inside on_end, process_input sees Paused with the response done
+  // and turns over to the next request itself.
+  if (handler_ && !response_done_) handler_->on_end();
+}
+
+// ---------------------------------------------------------------- response sink
+
+void Connection::send_head(int status, const http::Headers& headers, BodyMode mode, uint64_t length) {
+  if (head_sent_ || state_ == State::Closing) return;
+  head_sent_ = true;
+  status_ = status;
+  if (!request_done_ && request_has_body_ && mode != BodyMode::Raw)
+    keep_alive_ = false;  // an unread body cannot be skipped safely: close after this
+  std::string out;
+  out.reserve(256);
+  out += "HTTP/1.1 ";
+  out += std::to_string(status);
+  out += ' ';
+  out += reason_phrase(status);
+  out += "\r\n";
+  for (const auto& h : headers) {
+    out += h.name;
+    out += ": ";
+    out += h.value;
+    out += "\r\n";
+  }
+  chunked_out_ = false;
+  switch (mode) {
+    case BodyMode::Empty:
+      if (status != 204 && status != 304 && status >= 200) out += "Content-Length: 0\r\n";
+      break;
+    case BodyMode::ContentLength:
+      out += "Content-Length: " + std::to_string(length) + "\r\n";
+      break;
+    case BodyMode::Stream:
+      if (http_minor_ >= 1) {
+        out += "Transfer-Encoding: chunked\r\n";
+        chunked_out_ = true;
+      } else {
+        keep_alive_ = false;  // HTTP/1.0: the close marks the end
+      }
+      break;
+    case BodyMode::Raw:
+      break;
+  }
+  if (mode != BodyMode::Raw) {
+    if (!keep_alive_) out += "Connection: close\r\n";
+    else if (http_minor_ == 0) out += "Connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  write_now(std::move(out));
+  if (mode == BodyMode::Raw && status == 101) enter_tunnel();
+}
+
+void Connection::send_body(std::string_view data) {
+  if (!head_sent_ || response_done_ || data.empty() || state_ == State::Closing) return;
+  bytes_out_ += data.size();
+  if (chunked_out_) {
+    char size_line[24];
+    int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+    std::string frame;
+    frame.reserve(data.size() + n + 2);
+    frame.append(size_line, static_cast<size_t>(n));
+    frame.append(data);
+    frame.append("\r\n");
+    write_now(std::move(frame));
+  } else {
+    write_now(std::string(data));
+  }
+}
+
+void Connection::end() {
+  if (response_done_ || state_ == State::Closing) return;
+  if (!head_sent_) send_head(500, {}, BodyMode::Empty, 0);
+  response_done_ = true;
+  if (chunked_out_) write_now("0\r\n\r\n");
+  log_access();
+  if (state_ == State::Tunnel) {
+    state_ = State::Lingering;
+    flush();
+    return;
+  }
+  if (!request_done_ && request_has_body_) {
+    // Answered before the body was read (an error): discard the rest and close.
+    if (handler_) worker_.retire(std::move(handler_));
+    state_ = State::Lingering;
+  } else if (callback_depth_ == 0) {
+    // Called from outside our read processing (an upstream or store callback). Finishing
+    // releases the handler, which may be the caller: do it after it returns.
+    auto weak = weak_from_this();
+    uint64_t seq = exchange_seq_;
+    worker_.defer([weak, seq] {
+      auto self = weak.lock();
+      if (self && self->exchange_seq_ == seq) self->finish_exchange();
+    });
+  }
+  flush();
+}
+
+void Connection::abort() {
+  if (status_ == 0) status_ = 502;
+  if (!response_done_) log_access();
+  response_done_ = true;
+  // A reset tells the client the response is incomplete; a clean close after a
+  // Content-Length body or without the last chunk would too, but RST is unambiguous.
+  if (handler_) worker_.retire(std::move(handler_));
+  if (state_ != State::Closing) {
+    uv_tcp_close_reset(&tcp_, &Connection::on_handle_closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::on_handle_closed);
+    state_ = State::Closing;
+  }
+}
+
+void Connection::pause_read() {
+  pause_bits_ |= kPauseHandler;
+  update_reading();
+}
+
+void Connection::resume_read() {
+  pause_bits_ &= ~kPauseHandler;
+  update_reading();
+}
+
+// ---------------------------------------------------------------- request turnover
+
+// The current exchange is over: release its handler and get ready for the next request, or
+// close. Returns false when the connection will not read another request.
+bool Connection::turn_over() {
+  exchange_seq_++;
+  if (handler_) worker_.retire(std::move(handler_));
+  if (!keep_alive_ || draining_ || worker_.draining()) {
+    state_ = State::Lingering;
+    flush();
+    return false;
+  }
+  state_ = State::Reading;
+  pause_bits_ &= ~(kPausePipeline | kPauseHandler);
+  parser_.resume();
+  arm_timer();
+  update_reading();
+  return true;
+}
+
+void Connection::finish_exchange() {
+  if (state_ != State::Responding || !response_done_ || !request_done_) return;
+  if (!turn_over()) return;
+  if (!inbuf_.empty()) {
+    std::string pending = std::move(inbuf_);
+    inbuf_.clear();
+    callback_depth_++;
+    process_input(pending);
+    callback_depth_--;
+    flush();
+  }
+}
+
+void Connection::enter_tunnel() {
+  state_ = State::Tunnel;
+  uv_timer_stop(&timer_);  // the tunnel's peers decide how long it lives
+  pause_bits_ &= ~kPauseUpgrade;
+  update_reading();
+  if (!inbuf_.empty() && handler_) {
+    std::string early = std::move(inbuf_);
+    inbuf_.clear();
+    handler_->on_tunnel_data(early);
+  }
+}
+
+// ---------------------------------------------------------------- timers
+
+void Connection::arm_timer() {
+  if (state_ == State::Closing) return;
+  int64_t ms;
+  if (state_ == State::Lingering) ms = 2000;
+  else if (state_ == State::Responding) {
+    if (request_done_) {
+      uv_timer_stop(&timer_);  // the handler's own timeouts (upstream) govern now
+      return;
+    }
+    ms = worker_.options().request_head_ms;  // a request body that stalls
+  } else if (parser_.in_message()) ms = worker_.options().request_head_ms;
+  else ms = worker_.options().idle_keepalive_ms;
+  uv_timer_start(&timer_, &Connection::on_timer, static_cast<uint64_t>(ms), 0);
+}
+
+void Connection::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<Connection*>(t->data);
+  auto keep = self->shared_from_this();
+  if (self->state_ == State::Reading && self->parser_.in_message()) {
+    self->refuse(http::ParseError{408, "request_timeout", "request head not received in time"});
+  } else if (self->state_ == State::Responding && !self->request_done_ && !self->head_sent_) {
+    auto h = std::move(self->handler_);
+    if (h) {
+      h->on_abort();
+      self->worker_.retire(std::move(h));
+    }
+    self->refuse(http::ParseError{408, "request_timeout", "request body not received in time"});
+  } else {
+    self->close();
+  }
+}
+
+// ---------------------------------------------------------------- writing
+
+void Connection::write_now(std::string&& bytes) {
+  if (out_.empty()) out_ = std::move(bytes);
+  else out_.append(bytes);
+  if (callback_depth_ == 0) flush();
+}
+
+void Connection::flush() {
+  if (state_ == State::Closing) return;
+  if (!out_.empty()) {
+    if (in_flight_ == 0) {
+      // Most responses fit the socket buffer: try a direct write before queueing.
+      uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+      int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+      if (n > 0) out_.erase(0, static_cast<size_t>(n));
+      else if (n < 0 && n != UV_EAGAIN) {
+        close();
+        return;
+      }
+    }
+    if (!out_.empty()) {
+      auto req = std::make_unique<WriteReq>();
+      req->data = std::move(out_);
+      out_.clear();
+      req->conn = this;
+      in_flight_ += req->data.size();
+      uv_buf_t b = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
+      WriteReq* raw = req.release();  // adopted back in on_write_done
+      raw->req.data = raw;
+      if (uv_write(&raw->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1,
+                   &Connection::on_write_done) != 0) {
+        in_flight_ -= raw->data.size();
+        delete raw;
+        close();
+        return;
+      }
+    }
+  }
+  size_t high = worker_.options().write_high_watermark;
+  if (queued_bytes() > high) above_high_ = true;
+  if (in_flight_ == 0 && out_.empty() && state_ == State::Lingering && !shutdown_sent_) {
+    shutdown_sent_ = true;
+    // Everything is written: stop sending, then let the client read it before we close.
+    uv_shutdown_t* sd = new uv_shutdown_t;  // freed in its callback
+    sd->data = this;
+    if (uv_shutdown(sd, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* r, int) { delete r; }) != 0) {
+      delete sd;
+      close();
+      return;
+    }
+    pause_bits_ = 0;
+    update_reading();
+    arm_timer();
+  }
+}
+
+void Connection::on_write_done(uv_write_t* req, int status) {
+  std::unique_ptr<WriteReq> w(static_cast<WriteReq*>(req->data));
+  Connection* self = w->conn;
+  // Buffers may hold a key (tunnel or body bytes): wipe before freeing.
+  explicit_bzero(w->data.data(), w->data.size());
+  self->in_flight_ -= w->data.size();
+  if (status < 0) {
+    if (status != UV_ECANCELED) self->close();
+    return;
+  }
+  if (self->state_ == State::Closing) return;
+  auto keep = self->shared_from_this();
+  self->flush();
+  size_t low = self->worker_.options().write_high_watermark / 2;
+  if (self->above_high_ && self->queued_bytes() <= low) {
+    self->above_high_ = false;
+    if (self->handler_) self->handler_->on_writable();
+  }
+}
+
+void Connection::update_reading() {
+  if (state_ == State::Closing) return;
+  bool want = pause_bits_ == 0;
+  if (want == reading_) return;
+  reading_ = want;
+  if (want) uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &Connection::on_alloc, &Connection::on_read);
+  else uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+}
+
+// ---------------------------------------------------------------- closing
+
+void Connection::close() {
+  if (state_ == State::Closing) return;
+  state_ = State::Closing;
+  if (handler_) {
+    auto h = std::move(handler_);
+    if (!response_done_) {
+      if (status_ == 0) status_ = 499;  // client closed the request
+      log_access();
+      h->on_abort();
+    }
+    worker_.retire(std::move(h));
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::on_handle_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::on_handle_closed);
+}
+
+void Connection::on_handle_closed(uv_handle_t* h) {
+  auto* self = static_cast<Connection*>(h->data);
+  if (--self->open_handles_ == 0) self->worker_.on_connection_closed(self);
+}
+
+void Connection::log_access() {
+  if (!log::enabled(log::Level::Info)) return;
+  double ms = static_cast<double>(uv_hrtime() - started_ns_) / 1e6;
+  if (started_ns_ == 0) ms = 0;
+  log::info("access", {{"method", method_},
+                       {"path", path_},
+                       {"status", status_},
+                       {"duration_ms", ms},
+                       {"key_id", key_id_},
+                       {"service", service_},
+                       {"bytes_out", static_cast<int64_t>(bytes_out_)},
+                       {"peer", peer_}});
+}
+
+}  // namespace keypool::server

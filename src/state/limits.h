@@ -1,0 +1,71 @@
+#pragma once
+// Limits that sit beside the key pool: per-token rpm caps and 429-storm detection.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "ratelimit/sliding_log.h"
+
+namespace keypool::state {
+
+// Per-team-token requests-per-minute cap, enforced before a key is picked.
+class TokenLimits {
+ public:
+  // 0 when granted (or no cap), else milliseconds until a slot opens.
+  int64_t acquire(int64_t token_id, int64_t rpm, int64_t now_ms) {
+    if (rpm <= 0) return 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = logs_.find(token_id);
+    if (it == logs_.end()) it = logs_.emplace(token_id, ratelimit::SlidingLog(rpm)).first;
+    else if (it->second.limit() != rpm) it->second.set_limit(rpm);
+    if (it->second.try_acquire(now_ms)) return 0;
+    return std::max<int64_t>(1, it->second.retry_after_ms(now_ms));
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<int64_t, ratelimit::SlidingLog> logs_;
+};
+
+// When most keys of a pool get 429 within a few seconds, the limit is on keypool's address,
+// not on the keys: cooling every key for a minute would take the whole pool down for
+// nothing. A storm lasts kHoldMs after it is detected; meanwhile 429s are passed through
+// without failover and keys cool only briefly.
+class StormDetector {
+ public:
+  static constexpr int64_t kWindowMs = 5'000;
+  static constexpr int64_t kHoldMs = 5'000;
+  static constexpr size_t kMinKeys = 3;
+
+  // Records a 429 of key_id in pool `scope`; returns true when this makes (or continues) a storm.
+  bool note_429(const std::string& scope, int64_t key_id, int64_t now_ms, size_t pool_keys) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& s = scopes_[scope];
+    s.hits.push_back({now_ms, key_id});
+    while (!s.hits.empty() && s.hits.front().first <= now_ms - kWindowMs) s.hits.pop_front();
+    std::set<int64_t> distinct;
+    for (const auto& h : s.hits) distinct.insert(h.second);
+    if (distinct.size() >= kMinKeys && distinct.size() * 2 >= std::max<size_t>(pool_keys, 1))
+      s.until_ms = now_ms + kHoldMs;
+    return now_ms < s.until_ms;
+  }
+  bool active(const std::string& scope, int64_t now_ms) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = scopes_.find(scope);
+    return it != scopes_.end() && now_ms < it->second.until_ms;
+  }
+
+ private:
+  struct Scope {
+    std::deque<std::pair<int64_t, int64_t>> hits;  // (time, key id)
+    int64_t until_ms = 0;
+  };
+  std::mutex mu_;
+  std::map<std::string, Scope> scopes_;
+};
+
+}  // namespace keypool::state

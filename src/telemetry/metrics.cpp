@@ -1,0 +1,101 @@
+#include "telemetry/metrics.h"
+
+#include <cstdio>
+#include <tuple>
+
+namespace keypool::telemetry {
+namespace {
+
+std::string fmt_double(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+std::string status_class(int status) { return std::to_string(status / 100) + "xx"; }
+
+}  // namespace
+
+void Histogram::observe(double seconds) {
+  size_t i = 0;
+  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_us_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+  uint64_t cumulative = 0;
+  std::string sep = labels.empty() ? "" : ",";
+  for (size_t i = 0; i < kBounds.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    out += name + "_bucket{" + labels + sep + "le=\"" + fmt_double(kBounds[i]) + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  cumulative += buckets_[kBounds.size()].load(std::memory_order_relaxed);
+  out += name + "_bucket{" + labels + sep + "le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  out += name + "_sum{" + labels + "} " +
+         fmt_double(static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6) + "\n";
+  out += name + "_count{" + labels + "} " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
+}
+
+void Metrics::request(const std::string& service, const std::string& route, int status, double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  requests_[{service, route, status_class(status)}]++;
+  latency_[route].observe(seconds);
+}
+
+void Metrics::upstream(const std::string& service, double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  upstream_latency_[service].observe(seconds);
+}
+
+void Metrics::upstream_error(const std::string& service, const std::string& kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  upstream_errors_[{service, kind, ""}]++;
+}
+
+void Metrics::failover(const std::string& service) {
+  std::lock_guard<std::mutex> lock(mu_);
+  failovers_[service]++;
+}
+
+void Metrics::rate_limited(const std::string& scope) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rate_limited_[scope]++;
+}
+
+std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out;
+  out += "# HELP keypool_requests_total Requests answered, by service, route kind and status class.\n";
+  out += "# TYPE keypool_requests_total counter\n";
+  for (const auto& [k, v] : requests_)
+    out += "keypool_requests_total{service=\"" + k.a + "\",route=\"" + k.b + "\",status=\"" + k.c +
+           "\"} " + std::to_string(v) + "\n";
+  out += "# HELP keypool_request_duration_seconds Time from request head to response end.\n";
+  out += "# TYPE keypool_request_duration_seconds histogram\n";
+  for (const auto& [route, h] : latency_)
+    h.render(out, "keypool_request_duration_seconds", "route=\"" + route + "\"");
+  out += "# HELP keypool_upstream_duration_seconds Time from upstream request to response head.\n";
+  out += "# TYPE keypool_upstream_duration_seconds histogram\n";
+  for (const auto& [svc, h] : upstream_latency_)
+    h.render(out, "keypool_upstream_duration_seconds", "service=\"" + svc + "\"");
+  out += "# HELP keypool_upstream_errors_total Upstream failures by kind.\n";
+  out += "# TYPE keypool_upstream_errors_total counter\n";
+  for (const auto& [k, v] : upstream_errors_)
+    out += "keypool_upstream_errors_total{service=\"" + k.a + "\",kind=\"" + k.b + "\"} " +
+           std::to_string(v) + "\n";
+  out += "# HELP keypool_failovers_total Retries with another key.\n";
+  out += "# TYPE keypool_failovers_total counter\n";
+  for (const auto& [svc, v] : failovers_)
+    out += "keypool_failovers_total{service=\"" + svc + "\"} " + std::to_string(v) + "\n";
+  out += "# HELP keypool_rate_limited_total 429 answers given out by keypool.\n";
+  out += "# TYPE keypool_rate_limited_total counter\n";
+  for (const auto& [scope, v] : rate_limited_)
+    out += "keypool_rate_limited_total{scope=\"" + scope + "\"} " + std::to_string(v) + "\n";
+  for (const auto& line : gauge_lines) out += line;
+  return out;
+}
+
+}  // namespace keypool::telemetry

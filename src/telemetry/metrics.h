@@ -1,0 +1,54 @@
+#pragma once
+// Metrics: counters and histograms for GET /metrics in the Prometheus text format.
+// Labels are service names, route kinds, status classes, key ids: never a secret.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace keypool::telemetry {
+
+// Fixed-bucket latency histogram (seconds), lock-free on the hot path.
+class Histogram {
+ public:
+  static constexpr std::array<double, 14> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                      0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+  void observe(double seconds);
+  void render(std::string& out, const std::string& name, const std::string& labels) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_us_{0};
+};
+
+class Metrics {
+ public:
+  // A request finished: route kind is health|key|admin|proxy|metrics.
+  void request(const std::string& service, const std::string& route, int status, double seconds);
+  void upstream(const std::string& service, double seconds);
+  void upstream_error(const std::string& service, const std::string& kind);
+  void failover(const std::string& service);
+  void rate_limited(const std::string& scope);
+  // Renders everything, plus the gauges the caller computes (keys by state, budgets,
+  // connections) passed in as ready-made lines.
+  std::string render(const std::vector<std::string>& gauge_lines) const;
+
+ private:
+  struct Key {
+    std::string a, b, c;
+    bool operator<(const Key& o) const { return std::tie(a, b, c) < std::tie(o.a, o.b, o.c); }
+  };
+  mutable std::mutex mu_;
+  std::map<Key, uint64_t> requests_;      // service, route, status class
+  std::map<std::string, Histogram> latency_;           // by route
+  std::map<std::string, Histogram> upstream_latency_;  // by service
+  std::map<Key, uint64_t> upstream_errors_;  // service, kind
+  std::map<std::string, uint64_t> failovers_;
+  std::map<std::string, uint64_t> rate_limited_;
+};
+
+}  // namespace keypool::telemetry

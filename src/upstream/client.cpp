@@ -1,0 +1,130 @@
+#include "upstream/client.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+
+#include "tls/tls.h"
+#include "upstream/connection.h"
+
+namespace keypool::upstream {
+
+std::string Origin::key() const {
+  return std::string(tls ? "https://" : "http://") + host + ":" + std::to_string(port);
+}
+
+const char* error_kind_name(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::Dns: return "dns";
+    case ErrorKind::Connect: return "connect";
+    case ErrorKind::Tls: return "tls";
+    case ErrorKind::ConnectTimeout: return "connect_timeout";
+    case ErrorKind::HeadTimeout: return "head_timeout";
+    case ErrorKind::IdleTimeout: return "idle_timeout";
+    case ErrorKind::Protocol: return "protocol";
+    case ErrorKind::Closed: return "closed";
+  }
+  return "unknown";
+}
+
+// ---- Exchange: a handle on the connection serving it ---------------------------------------
+
+void Exchange::write(std::string bytes) {
+  if (conn_) {
+    conn_->write(std::move(bytes));
+  } else if (!bytes.empty()) {
+    OPENSSL_cleanse(bytes.data(), bytes.size());
+  }
+}
+
+size_t Exchange::queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
+
+void Exchange::pause_read() {
+  if (conn_) conn_->pause_read();
+}
+
+void Exchange::resume_read() {
+  if (conn_) conn_->resume_read();
+}
+
+Exchange::~Exchange() {
+  if (conn_) conn_->detach();
+}
+
+// ---- Client -------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Client>> Client::create(uv_loop_t* loop, ClientOptions opts) {
+  auto ctx = tls::ClientContext::create(opts.extra_ca_file);
+  if (!ctx.ok()) return ctx.error();
+  return std::unique_ptr<Client>(new Client(loop, std::move(opts), std::move(ctx.value())));
+}
+
+Client::Client(uv_loop_t* loop, ClientOptions opts, std::unique_ptr<tls::ClientContext> tls)
+    : loop_(loop), opts_(std::move(opts)), tls_(std::move(tls)) {}
+
+Client::~Client() {
+  // Connections outlive us until their close callbacks run; they must not call back.
+  std::vector<Connection*> all(conns_.begin(), conns_.end());
+  conns_.clear();
+  idle_.clear();
+  for (Connection* c : all) {
+    c->forget_client();
+    c->close();
+  }
+}
+
+std::unique_ptr<Exchange> Client::start(const Origin& origin, std::string_view method, ExchangeHandler* handler) {
+  std::unique_ptr<Exchange> ex(new Exchange());
+  const bool head_request = method == "HEAD";
+  if (Connection* c = take_idle(origin.key())) {
+    ex->reused_ = true;
+    ex->conn_ = c;
+    c->attach(ex.get(), handler, head_request);
+    return ex;
+  }
+  Connection* c = Connection::open(this, loop_, origin, opts_, tls_.get());
+  conns_.insert(c);
+  ex->conn_ = c;
+  c->attach(ex.get(), handler, head_request);
+  c->connect();
+  return ex;
+}
+
+size_t Client::idle_connections() const {
+  size_t n = 0;
+  for (const auto& [key, list] : idle_) n += list.size();
+  return n;
+}
+
+void Client::close_idle() {
+  std::vector<Connection*> idle;
+  for (auto& [key, list] : idle_) idle.insert(idle.end(), list.begin(), list.end());
+  for (Connection* c : idle) c->close();  // close() calls forget(), which empties idle_
+}
+
+bool Client::offer_idle(Connection* c) {
+  auto& list = idle_[c->key()];
+  if (static_cast<int64_t>(list.size()) >= opts_.max_idle_per_origin) return false;
+  list.push_back(c);
+  return true;
+}
+
+Connection* Client::take_idle(const std::string& key) {
+  auto it = idle_.find(key);
+  if (it == idle_.end() || it->second.empty()) return nullptr;
+  Connection* c = it->second.back();
+  it->second.pop_back();
+  if (it->second.empty()) idle_.erase(it);
+  return c;
+}
+
+void Client::forget(Connection* c) {
+  conns_.erase(c);
+  auto it = idle_.find(c->key());
+  if (it == idle_.end()) return;
+  auto& list = it->second;
+  list.erase(std::remove(list.begin(), list.end(), c), list.end());
+  if (list.empty()) idle_.erase(it);
+}
+
+}  // namespace keypool::upstream

@@ -1,0 +1,151 @@
+#pragma once
+// The upstream HTTP/1.1 client: how keypool calls the real API.
+//
+// One Client per worker loop keeps a keep-alive pool of connections per origin. Client::start
+// hands out an Exchange: one request/response on one connection, opened on demand (async DNS,
+// TCP, TLS with SNI and hostname verification) or taken from the pool. The proxy writes the
+// request as raw bytes (it frames head and body itself) and gets the response back as a head,
+// decoded body pieces and an end, through an ExchangeHandler. This room does not rewrite,
+// retry, or know about keys; it only promises to wipe the request bytes it was given.
+//
+// Lifetimes: the proxy owns the Exchange (unique_ptr) and may destroy it at any time, also
+// from inside any ExchangeHandler callback; no callback follows. Connections own themselves
+// and are freed in their libuv close callbacks, never while one of their callbacks runs.
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "base/result.h"
+#include "http/response_parser.h"
+
+namespace keypool::tls {
+class ClientContext;
+}
+
+namespace keypool::upstream {
+
+struct Origin {
+  bool tls = false;
+  std::string host;  // DNS name or IP literal ("[::1]" accepted)
+  uint16_t port = 0;
+  // "https://host:port": the pool's key.
+  std::string key() const;
+};
+
+struct ClientOptions {
+  int64_t connect_timeout_ms = 5000;   // DNS + TCP + TLS handshake
+  int64_t head_timeout_ms = 120000;    // since the start or the last request write, until the head
+  int64_t idle_timeout_ms = 120000;    // no byte either way while the body (or tunnel) flows
+  int64_t pool_idle_ms = 30000;        // an unused pooled connection is closed after this
+  int64_t max_idle_per_origin = 32;
+  int64_t max_response_header_bytes = 65536;
+  std::string extra_ca_file;           // PEM CAs trusted in addition to the system store
+  // Exchange::queued_bytes() above this makes on_writable() due once it falls to half.
+  int64_t write_high_watermark = 256 * 1024;
+};
+
+enum class ErrorKind {
+  Dns,
+  Connect,
+  Tls,
+  ConnectTimeout,
+  HeadTimeout,
+  IdleTimeout,
+  Protocol,
+  Closed,  // EOF or reset before the response completed
+};
+const char* error_kind_name(ErrorKind kind);
+
+using ResponseHead = http::ResponseHead;
+
+class ExchangeHandler {  // implemented by the proxy
+ public:
+  virtual ~ExchangeHandler() = default;
+  virtual void on_response_head(ResponseHead& head) = 0;
+  // Decoded payload (chunked framing removed), or raw tunnel bytes after a 101.
+  virtual void on_response_body(std::string_view data) = 0;
+  // The response is complete (or the upstream closed a tunnel).
+  virtual void on_response_end() = 0;
+  // The exchange failed; the message names host and port, never a secret. Nothing follows.
+  virtual void on_error(ErrorKind kind, const std::string& message) = 0;
+  // queued_bytes() fell to the low watermark after having passed the high one.
+  virtual void on_writable() = 0;
+};
+
+class Connection;
+class Client;
+
+class Exchange {
+ public:
+  // Raw request bytes, queued until connected. Every buffer given here is wiped
+  // (OPENSSL_cleanse) once written, so request heads carrying a key leave no copy behind.
+  // After an error or once the connection closed, the bytes are wiped and dropped.
+  void write(std::string bytes);
+  // Bytes given to write() that the socket has not yet taken (for backpressure).
+  size_t queued_bytes() const;
+  // Stops/restarts reading the response, e.g. while the downstream client is slow. Bytes
+  // already read may still be delivered after pause_read().
+  void pause_read();
+  void resume_read();
+  // The connection came from the keep-alive pool. A failure on a reused connection before any
+  // response byte may be retried by the caller: the server may have closed it just then.
+  bool reused() const { return reused_; }
+  // If the response completed, every written byte was flushed and keep-alive allows it, the
+  // connection returns to the idle pool; otherwise it is closed.
+  ~Exchange();
+
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+ private:
+  friend class Client;
+  friend class Connection;
+  Exchange() = default;
+
+  Connection* conn_ = nullptr;  // null once the connection closed or failed
+  bool reused_ = false;
+};
+
+class Client {
+ public:
+  // Fails when the TLS context cannot be built (e.g. an unreadable extra_ca_file).
+  static Result<std::unique_ptr<Client>> create(uv_loop_t* loop, ClientOptions opts);
+  // Starts an exchange on a pooled connection for the origin or a new one. `method` tells
+  // whether the response can have a body (HEAD). Callbacks run on this loop, never inside
+  // start() itself.
+  std::unique_ptr<Exchange> start(const Origin& origin, std::string_view method, ExchangeHandler* handler);
+  size_t open_connections() const { return conns_.size(); }
+  size_t idle_connections() const;
+  // Closes every pooled connection (shutdown).
+  void close_idle();
+  // Closes everything. Exchanges should be destroyed first; any left are cut loose silently.
+  ~Client();
+
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+ private:
+  friend class Connection;
+  Client(uv_loop_t* loop, ClientOptions opts, std::unique_ptr<tls::ClientContext> tls);
+
+  // Called by connections.
+  bool offer_idle(Connection* c);  // false when the origin's pool is full
+  void forget(Connection* c);      // c is closing
+  Connection* take_idle(const std::string& key);
+
+  uv_loop_t* loop_;
+  ClientOptions opts_;
+  std::unique_ptr<tls::ClientContext> tls_;
+  std::unordered_set<Connection*> conns_;  // every connection not yet closing
+  // Idle connections per origin key, most recently used at the back (it is the warmest).
+  std::unordered_map<std::string, std::vector<Connection*>> idle_;
+};
+
+}  // namespace keypool::upstream

@@ -1,0 +1,65 @@
+#pragma once
+// A running keypool for integration tests: its own temp dir (database, services.d, log),
+// fresh secrets, an ephemeral loopback port, and shortcuts for admin calls.
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "support/http_client.h"
+#include "support/process.h"
+
+namespace keypool::testing {
+
+inline const std::string kEncryptionKey = "6f1c2a9e4b7d8c0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081";
+inline const std::string kAdminToken = "adm_test_0123456789abcdef0123456789";
+
+struct Keypool {
+  TempDir dir;
+  std::map<std::string, std::string> env;
+  std::unique_ptr<KeypoolProcess> proc;
+  uint16_t port = 0;
+
+  explicit Keypool(std::map<std::string, std::string> extra_env = {}, bool start_now = true) {
+    env = {{"ENCRYPTION_KEY", kEncryptionKey}, {"ADMIN_TOKEN", kAdminToken},
+           {"SERVER_PORT", "0"},             {"SERVER_HOST", "127.0.0.1"},
+           {"DB_PATH", dir.path + "/data/pool.db"}, {"SERVICES_DIR", dir.path + "/services.d"},
+           {"LOG_LEVEL", "debug"}};
+    for (auto& [k, v] : extra_env) env[k] = v;
+    std::system(("mkdir -p " + dir.path + "/services.d").c_str());
+    if (start_now) start();
+  }
+  ~Keypool() {
+    if (proc && proc->running()) proc->stop(SIGTERM, 10000);
+  }
+
+  void write_service(const std::string& name, const std::string& yaml) {
+    std::ofstream(dir.path + "/services.d/" + name + ".yaml") << yaml;
+  }
+  void start() {
+    proc = std::make_unique<KeypoolProcess>(
+        std::vector<std::string>{"--config", source_dir() + "/config/keypool.yaml"}, env, dir.path);
+    port = proc->wait_for_port(15000);
+  }
+  int stop() { return proc->stop(SIGTERM, 15000); }
+  void kill9() { proc->kill9(); }
+  void restart() {
+    stop();
+    start();
+  }
+
+  Response admin(const std::string& method, const std::string& path, const nlohmann::json& body = nullptr) {
+    HeaderList h{{"Authorization", "Bearer " + kAdminToken}};
+    std::string b;
+    if (!body.is_null()) {
+      h.push_back({"Content-Type", "application/json"});
+      b = body.dump();
+    }
+    return request(port, method, path, h, b);
+  }
+  Response get(const std::string& path, HeaderList h = {}) { return request(port, "GET", path, h); }
+};
+
+}  // namespace keypool::testing

@@ -1,0 +1,366 @@
+#include "pool/pool.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using namespace keypool;
+using namespace keypool::pool;
+
+namespace {
+
+KeyInfo key(int64_t id, std::string tier = "pro", std::string service = "openai") {
+  KeyInfo k;
+  k.id = id;
+  k.name = "key" + std::to_string(id);
+  k.tier = std::move(tier);
+  k.service = std::move(service);
+  return k;
+}
+
+Query chat(std::optional<std::string> tier = "pro") {
+  Query q;
+  q.feature = "chat";
+  q.tier = std::move(tier);
+  return q;
+}
+
+// A pool with tier "pro" (chat: rpm per key) and keys 1..n.
+struct Fixture {
+  explicit Fixture(int64_t rpm = 2, int n = 3) : pool(clock) {
+    pool.set_tiers({TierPolicy{"pro", {{"chat", rpm}}, 5000}});
+    for (int i = 1; i <= n; ++i) pool.upsert_key(key(i), Secret("sk-" + std::to_string(i)));
+  }
+  int64_t next(const Query& q) {
+    auto l = pool.lease(q);
+    REQUIRE(l.ok());
+    return l->key_id;
+  }
+  ManualClock clock;
+  Pool pool;
+};
+
+}  // namespace
+
+TEST_CASE("pool: round-robin across keys in id order") {
+  Fixture f(100);
+  std::vector<int64_t> order;
+  for (int i = 0; i < 7; ++i) order.push_back(f.next(chat()));
+  CHECK(order == std::vector<int64_t>{1, 2, 3, 1, 2, 3, 1});
+  // A new key joins the rotation at its id position without skipping or repeating.
+  f.pool.upsert_key(key(0), Secret("sk-0"));
+  CHECK(f.next(chat()) == 2);
+  CHECK(f.next(chat()) == 3);
+  CHECK(f.next(chat()) == 0);
+}
+
+TEST_CASE("pool: cursors are per group") {
+  Fixture f(100);
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.next(chat()) == 2);
+  CHECK(f.next(chat(std::nullopt)) == 1);  // the "*" group has its own cursor
+  Query svc = chat();
+  svc.service = "openai";
+  CHECK(f.next(svc) == 1);
+}
+
+TEST_CASE("pool: skips disabled, expired, cooling, excluded and spent keys") {
+  Fixture f(1, 5);
+  f.pool.disable(1, "401 from upstream");
+  auto k2 = key(2);
+  k2.expires_at_ms = f.clock.now_ms();  // expires exactly now
+  f.pool.update_key(k2);
+  f.pool.cool_down(3, f.clock.now_ms() + 10'000);
+  Query q = chat();
+  q.exclude = {4};
+  CHECK(f.next(q) == 5);
+  // 5 is spent now, 4 is excluded: nothing left that is usable; cooldown of 3 is soonest.
+  auto r = f.pool.lease(q);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::RateLimited);
+  CHECK(r.error().retry_after_s == 10);
+  CHECK(f.next(chat()) == 4);  // without the exclusion
+
+  auto s = f.pool.statuses();
+  REQUIRE(s.size() == 5);
+  CHECK(s[0].state == KeyState::Disabled);
+  CHECK(s[0].info.disabled_reason == "401 from upstream");
+  CHECK(s[1].state == KeyState::Expired);
+  CHECK(s[2].state == KeyState::Cooling);
+  CHECK(s[3].state == KeyState::Active);
+  CHECK(s[4].usage.size() == 1);
+  CHECK(s[4].usage[0].used == 1);
+  CHECK(s[4].usage[0].limit == 1);
+  CHECK(s[4].usage[0].reset_in_s == 60);
+}
+
+TEST_CASE("pool: a cooldown ends with the clock") {
+  Fixture f(100, 1);
+  f.pool.cool_down(1, f.clock.now_ms() + 2500);
+  auto r = f.pool.lease(chat());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::RateLimited);
+  CHECK(r.error().retry_after_s == 3);  // ceil(2.5)
+  // A shorter report never shortens a longer cooldown.
+  f.pool.cool_down(1, f.clock.now_ms() + 1000);
+  f.clock.advance_ms(2499);
+  CHECK_FALSE(f.pool.lease(chat()).ok());
+  f.clock.advance_ms(1);
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.pool.status(1)->state == KeyState::Active);
+  // A time already past clears a cooldown.
+  f.pool.cool_down(1, f.clock.now_ms() + 60'000);
+  f.pool.cool_down(1, 0);
+  CHECK(f.next(chat()) == 1);
+}
+
+TEST_CASE("pool: retry_after is exact when every key is spent") {
+  Fixture f(1, 3);
+  const int64_t t0 = f.clock.now_ms();
+  CHECK(f.next(chat()) == 1);
+  f.clock.advance_ms(10'000);
+  CHECK(f.next(chat()) == 2);
+  f.clock.advance_ms(10'000);
+  CHECK(f.next(chat()) == 3);
+  f.clock.advance_ms(500);  // key 1 frees at t0 + 60 s: 39.5 s from now
+  auto r = f.pool.lease(chat());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::RateLimited);
+  CHECK(r.error().retry_after_s == 40);
+  f.clock.set_ms(t0 + 59'999);
+  r = f.pool.lease(chat());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().retry_after_s == 1);
+  f.clock.set_ms(t0 + 60'000);
+  CHECK(f.next(chat()) == 1);
+}
+
+TEST_CASE("pool: NotFound, Unavailable and RateLimited") {
+  Fixture f(1, 1);
+  Query q = chat();
+  q.feature = "images";
+  auto r = f.pool.lease(q);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::NotFound);
+  CHECK(r.error().message == "unknown feature 'images'");
+
+  // Covered by a tier, but no key of that tier.
+  f.pool.upsert_tier(TierPolicy{"team", {{"images", 5}}, 0});
+  r = f.pool.lease(q);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::NotFound);  // the query's tier "pro" does not list it
+  q.tier = "team";
+  r = f.pool.lease(q);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::Unavailable);
+  CHECK(r.error().message.find("no keys for feature 'images'") == 0);
+
+  // Keys that exist but are all disabled: waiting will not help.
+  f.pool.disable(1, "revoked");
+  r = f.pool.lease(chat());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::Unavailable);
+
+  // All already tried by this request.
+  f.pool.upsert_key(key(2), Secret("sk-2"));
+  Query tried = chat();
+  tried.exclude = {2};
+  r = f.pool.lease(tried);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::Unavailable);
+
+  CHECK(f.next(chat()) == 2);
+  r = f.pool.lease(chat());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::RateLimited);
+  CHECK(r.error().retry_after_s == 60);
+}
+
+TEST_CASE("pool: tier and service filters") {
+  ManualClock clock;
+  Pool pool(clock);
+  pool.set_tiers({TierPolicy{"pro", {{"chat", 10}}, 0}, TierPolicy{"free", {{"chat", 10}}, 0}});
+  pool.upsert_key(key(1, "free", "openai"), Secret("a"));
+  pool.upsert_key(key(2, "pro", "anthropic"), Secret("b"));
+  pool.upsert_key(key(3, "pro", "openai"), Secret("c"));
+
+  Query q = chat("pro");
+  q.service = "openai";
+  for (int i = 0; i < 3; ++i) CHECK(pool.lease(q)->key_id == 3);
+  q.tier = "free";
+  CHECK(pool.lease(q)->key_id == 1);
+  q.tier.reset();  // any tier, openai only
+  CHECK(pool.lease(q)->key_id == 1);
+  CHECK(pool.lease(q)->key_id == 3);
+  q.service = "elevenlabs";
+  CHECK(pool.lease(q).error().code == ErrorCode::Unavailable);
+  Query any = chat(std::nullopt);
+  CHECK(pool.lease(any)->key_id == 1);
+  CHECK(pool.lease(any)->key_id == 2);
+  CHECK(pool.lease(any)->key_id == 3);
+}
+
+TEST_CASE("pool: fallback_rpm budgets features the tier does not list") {
+  Fixture f(5, 2);
+  Query q = chat();
+  q.feature = "tts";
+  CHECK(f.pool.lease(q).error().code == ErrorCode::NotFound);
+  CHECK_FALSE(f.pool.feature_known("tts"));
+  q.fallback_rpm = 1;
+  CHECK(f.next(q) == 1);
+  CHECK(f.next(q) == 2);
+  auto r = f.pool.lease(q);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::RateLimited);
+  // The tier's own rpm wins over the fallback for features it lists.
+  Query c = chat();
+  c.fallback_rpm = 1;
+  for (int i = 0; i < 10; ++i) CHECK(f.pool.lease(c).ok());
+  CHECK_FALSE(f.pool.lease(c).ok());
+  // Status shows the fallback window after the tier's features.
+  auto s = f.pool.status(1);
+  REQUIRE(s);
+  REQUIRE(s->usage.size() == 2);
+  CHECK(s->usage[0].feature == "chat");
+  CHECK(s->usage[1].feature == "tts");
+  CHECK(s->usage[1].used == 1);
+  CHECK(s->usage[1].limit == 1);
+}
+
+TEST_CASE("pool: max_concurrent holds slots until release") {
+  Fixture f(100, 1);
+  auto k = key(1);
+  k.max_concurrent = 2;
+  f.pool.update_key(k);
+  auto a = f.pool.lease(chat());
+  auto b = f.pool.lease(chat());
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->counts_concurrency);
+  CHECK(f.pool.status(1)->inflight == 2);
+  auto c = f.pool.lease(chat());
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().code == ErrorCode::RateLimited);
+  CHECK(c.error().retry_after_s == 1);
+  f.pool.release(*a);
+  CHECK(f.pool.status(1)->inflight == 1);
+  CHECK(f.pool.lease(chat()).ok());
+  // Release frees the slot, not the window grant.
+  CHECK(f.pool.status(1)->usage[0].used == 3);
+}
+
+TEST_CASE("pool: refund returns the window grant and the slot") {
+  Fixture f(1, 1);
+  auto k = key(1);
+  k.max_concurrent = 1;
+  f.pool.update_key(k);
+  auto a = f.pool.lease(chat());
+  REQUIRE(a.ok());
+  CHECK_FALSE(f.pool.lease(chat()).ok());
+  f.pool.refund(*a);
+  CHECK(f.pool.status(1)->usage[0].used == 0);
+  CHECK(f.pool.status(1)->inflight == 0);
+  CHECK(f.pool.lease(chat()).ok());
+}
+
+TEST_CASE("pool: rotation keeps the old value for an existing lease") {
+  Fixture f(100, 1);
+  auto old_lease = f.pool.lease(chat());
+  REQUIRE(old_lease.ok());
+  f.pool.set_value(1, Secret("sk-new"));
+  auto new_lease = f.pool.lease(chat());
+  REQUIRE(new_lease.ok());
+  CHECK(old_lease->value->view() == "sk-1");
+  CHECK(new_lease->value->view() == "sk-new");
+  // Metadata updates keep the value and the window.
+  auto k = key(1);
+  k.name = "renamed";
+  f.pool.update_key(k);
+  auto l = f.pool.lease(chat());
+  CHECK(l->key_name == "renamed");
+  CHECK(l->value->view() == "sk-new");
+  CHECK(f.pool.status(1)->usage[0].used == 3);
+  // upsert of an existing key replaces the value but keeps the window too.
+  f.pool.upsert_key(key(1), Secret("sk-3"));
+  CHECK(f.pool.lease(chat())->value->view() == "sk-3");
+  CHECK(f.pool.status(1)->usage[0].used == 4);
+}
+
+TEST_CASE("pool: affinity sticks and falls back when the key is spent") {
+  Fixture f(3, 3);
+  Query q = chat();
+  q.affinity = "session-a";
+  CHECK(f.next(q) == 1);
+  CHECK(f.next(q) == 1);
+  CHECK(f.next(chat()) == 2);  // sticky leases did not move the cursor
+  CHECK(f.next(q) == 1);       // key 1 now spent (3 grants)
+  CHECK(f.next(q) == 3);       // falls back to round-robin and re-binds
+  CHECK(f.next(q) == 3);
+  Query other = chat();
+  other.affinity = "session-b";
+  CHECK(f.next(other) == 2);
+  // A removed key falls back silently.
+  f.pool.remove_key(3);
+  CHECK(f.next(q) == 2);
+  CHECK(f.pool.key_count() == 2);
+}
+
+TEST_CASE("pool: affinity map evicts the least recently used") {
+  AffinityMap m(2);
+  m.put("a", 1);
+  m.put("b", 2);
+  CHECK(m.get("a") == 1);  // a is now the most recent
+  m.put("c", 3);
+  CHECK_FALSE(m.get("b").has_value());
+  CHECK(m.get("a") == 1);
+  CHECK(m.get("c") == 3);
+  m.put("c", 4);
+  CHECK(m.get("c") == 4);
+  CHECK(m.size() == 2);
+}
+
+TEST_CASE("pool: tier changes keep window history") {
+  Fixture f(2, 1);
+  CHECK(f.pool.lease(chat()).ok());
+  CHECK(f.pool.lease(chat()).ok());
+  CHECK_FALSE(f.pool.lease(chat()).ok());
+  f.pool.set_tiers({TierPolicy{"pro", {{"chat", 3}}, 1234}});
+  CHECK(f.pool.tier_max_wait_ms("pro") == 1234);
+  CHECK_FALSE(f.pool.tier_max_wait_ms("none").has_value());
+  CHECK(f.pool.lease(chat()).ok());  // one more, not three
+  CHECK_FALSE(f.pool.lease(chat()).ok());
+  f.pool.remove_tier("pro");
+  CHECK_FALSE(f.pool.tier_exists("pro"));
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::NotFound);
+}
+
+TEST_CASE("pool: threads never over-grant") {
+  Fixture f(50, 3);
+  std::atomic<int> total{0};
+  std::mutex mu;
+  std::map<int64_t, int> per_key;
+  auto worker = [&] {
+    std::map<int64_t, int> mine;
+    for (int i = 0; i < 2000; ++i) {
+      auto l = f.pool.lease(chat());
+      if (!l.ok()) {
+        CHECK(l.error().code == ErrorCode::RateLimited);
+        continue;
+      }
+      ++total;
+      ++mine[l->key_id];
+      f.pool.release(*l);
+    }
+    std::lock_guard lock(mu);
+    for (auto [id, n] : mine) per_key[id] += n;
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  CHECK(total.load() == 150);
+  for (auto [id, n] : per_key) CHECK(n == 50);
+}

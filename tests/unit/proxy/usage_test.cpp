@@ -1,0 +1,232 @@
+// UsageTap is fed the body as the network splits it; these tests split it every way.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "proxy/usage.h"
+
+namespace {
+
+using keypool::proxy::Usage;
+using keypool::proxy::UsageTap;
+
+Usage run(std::string_view content_type, const std::vector<std::string_view>& parts) {
+  UsageTap tap(content_type);
+  for (auto p : parts) tap.feed(p);
+  return tap.finish();
+}
+
+Usage run_bytewise(std::string_view content_type, std::string_view body) {
+  UsageTap tap(content_type);
+  for (size_t i = 0; i < body.size(); ++i) tap.feed(body.substr(i, 1));
+  return tap.finish();
+}
+
+void check_usage(const Usage& u, int64_t in, int64_t out) {
+  CHECK(u.found);
+  CHECK(u.input_tokens == in);
+  CHECK(u.output_tokens == out);
+}
+
+constexpr std::string_view kChatBody =
+    R"({"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":)"
+    R"({"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,)"
+    R"("total_tokens":46}})";
+
+// OpenAI chat streaming with stream_options.include_usage: every chunk has "usage": null
+// except the last, which has no choices.
+constexpr std::string_view kOpenAiStream =
+    "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}],\"usage\":null}\n\n"
+    "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n"
+    ": keep-alive comment\n\n"
+    "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n"
+    "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n"
+    "data: [DONE]\n\n";
+
+constexpr std::string_view kAnthropicStream =
+    "event: message_start\r\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"role\":\"assistant\","
+    "\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\r\n\r\n"
+    "event: content_block_start\r\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\r\n\r\n"
+    "event: ping\r\n"
+    "data: {\"type\":\"ping\"}\r\n\r\n"
+    "event: content_block_delta\r\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\r\n\r\n"
+    "event: content_block_delta\r\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" usage\"}}\r\n\r\n"
+    "event: content_block_delta\r\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"!\"}}\r\n\r\n"
+    "event: content_block_stop\r\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\r\n\r\n"
+    "event: message_delta\r\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\r\n\r\n"
+    "event: message_delta\r\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":15}}\r\n\r\n"
+    "event: message_stop\r\n"
+    "data: {\"type\":\"message_stop\"}\r\n\r\n";
+
+}  // namespace
+
+TEST_CASE("usage: OpenAI chat JSON body, whole and byte by byte") {
+  check_usage(run("application/json", {kChatBody}), 12, 34);
+  check_usage(run_bytewise("application/json", kChatBody), 12, 34);
+}
+
+TEST_CASE("usage: content type parameters and case are ignored") {
+  check_usage(run("Application/JSON; charset=utf-8", {kChatBody}), 12, 34);
+  check_usage(run(" text/event-stream;charset=UTF-8", {kOpenAiStream}), 7, 2);
+}
+
+TEST_CASE("usage: OpenAI responses and Anthropic JSON bodies use input/output_tokens") {
+  check_usage(run("application/json",
+                  {R"({"object":"response","status":"completed",)"
+                   R"("usage":{"input_tokens":5,"output_tokens":6,"total_tokens":11}})"}),
+              5, 6);
+  check_usage(run("application/json",
+                  {R"({"type":"message","content":[{"type":"text","text":"x"}],)"
+                   R"("usage":{"input_tokens":3,"output_tokens":4}})"}),
+              3, 4);
+}
+
+TEST_CASE("usage: OpenAI SSE split at every position") {
+  for (size_t split = 0; split <= kOpenAiStream.size(); ++split) {
+    CAPTURE(split);
+    auto u = run("text/event-stream", {kOpenAiStream.substr(0, split), kOpenAiStream.substr(split)});
+    check_usage(u, 7, 2);
+  }
+  check_usage(run_bytewise("text/event-stream", kOpenAiStream), 7, 2);
+}
+
+TEST_CASE("usage: OpenAI SSE repeating usage keeps the last") {
+  auto u = run("text/event-stream",
+               {"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n"
+                "data: {\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":9}}\n\n"});
+  check_usage(u, 7, 9);
+}
+
+TEST_CASE("usage: OpenAI responses SSE reads response.usage from response.completed") {
+  constexpr std::string_view stream =
+      "event: response.created\n"
+      "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"usage\":null}}\n\n"
+      "event: response.output_text.delta\n"
+      "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n"
+      "event: response.completed\n"
+      "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\","
+      "\"usage\":{\"input_tokens\":40,\"output_tokens\":8,\"total_tokens\":48}}}\n\n";
+  check_usage(run("text/event-stream", {stream}), 40, 8);
+}
+
+TEST_CASE("usage: Anthropic SSE with CRLF, message_delta is cumulative") {
+  check_usage(run("text/event-stream", {kAnthropicStream}), 25, 15);
+  check_usage(run_bytewise("text/event-stream", kAnthropicStream), 25, 15);
+  // Every split, which covers a \r\n cut between its two bytes.
+  for (size_t split = 0; split <= kAnthropicStream.size(); ++split) {
+    CAPTURE(split);
+    check_usage(run("text/event-stream",
+                    {kAnthropicStream.substr(0, split), kAnthropicStream.substr(split)}),
+                25, 15);
+  }
+}
+
+TEST_CASE("usage: bare \\r line endings") {
+  std::string s(kAnthropicStream);
+  std::string cr;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') ++i;
+    cr.push_back(s[i] == '\n' ? '\r' : s[i]);
+  }
+  check_usage(run("text/event-stream", {cr}), 25, 15);
+  check_usage(run_bytewise("text/event-stream", cr), 25, 15);
+}
+
+TEST_CASE("usage: a \\r then \\n in the next feed is one line end, not a blank line") {
+  // Were the \n taken as a blank line, the event would dispatch with only its first line
+  // and the JSON, spread over two data lines, would not parse.
+  auto u = run("text/event-stream",
+               {"data: {\"usage\":\r", "\ndata: {\"prompt_tokens\":3,\"completion_tokens\":4}}\r", "\n\r\n"});
+  check_usage(u, 3, 4);
+}
+
+TEST_CASE("usage: data lines join with \\n and the space after the colon is optional") {
+  auto u = run("text/event-stream",
+               {"data:{\"usage\":\ndata:  {\"prompt_tokens\":1,\ndata: \"completion_tokens\":2}}\n\n"});
+  check_usage(u, 1, 2);
+}
+
+TEST_CASE("usage: abandoned stream still reports what passed") {
+  // Cut inside the first content delta: message_start has been seen.
+  auto cut = kAnthropicStream.find("Hello");
+  REQUIRE(cut != std::string_view::npos);
+  auto u = run("text/event-stream", {kAnthropicStream.substr(0, cut)});
+  check_usage(u, 25, 1);
+  // Cut inside the last message_delta's JSON: the earlier one counts, the torn one not.
+  cut = kAnthropicStream.find("\"output_tokens\":15");
+  REQUIRE(cut != std::string_view::npos);
+  check_usage(run("text/event-stream", {kAnthropicStream.substr(0, cut + 17)}), 25, 9);
+}
+
+TEST_CASE("usage: a final event missing its blank line still counts") {
+  check_usage(run("text/event-stream", {"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}"}),
+              2, 3);
+}
+
+TEST_CASE("usage: a leading byte order mark is skipped") {
+  check_usage(run("text/event-stream",
+                  {"\xEF\xBB\xBF" "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n"}),
+              2, 3);
+}
+
+TEST_CASE("usage: oversize JSON body is skipped") {
+  std::string body = R"({"pad":")" + std::string(200, 'x') + R"(","usage":{"prompt_tokens":1,"completion_tokens":1}})";
+  UsageTap tap("application/json", /*max_json_bytes=*/64);
+  for (size_t i = 0; i < body.size(); i += 10) tap.feed(std::string_view(body).substr(i, 10));
+  CHECK_FALSE(tap.finish().found);
+}
+
+TEST_CASE("usage: oversize SSE event is skipped, later events still count") {
+  std::string big = "data: {\"pad\":\"" + std::string(300, 'x') +
+                    "\",\"usage\":{\"prompt_tokens\":99,\"completion_tokens\":99}}\n\n";
+  std::string many_lines;  // each line fits, the event does not
+  for (int i = 0; i < 10; ++i) many_lines += "data: " + std::string(40, 'y') + "\n";
+  many_lines += "data: {\"usage\":{\"prompt_tokens\":98,\"completion_tokens\":98}}\n\n";
+  std::string good = "data: {\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5}}\n\n";
+  UsageTap tap("text/event-stream", 1 << 20, /*max_event_bytes=*/128);
+  tap.feed(big);
+  tap.feed(many_lines);
+  tap.feed(good);
+  check_usage(tap.finish(), 4, 5);
+
+  UsageTap only_big("text/event-stream", 1 << 20, 128);
+  for (char c : big) only_big.feed(std::string_view(&c, 1));
+  CHECK_FALSE(only_big.finish().found);
+}
+
+TEST_CASE("usage: other content types are not parsed") {
+  for (std::string_view ct : {"text/plain", "", "application/octet-stream", "application/jsonx"}) {
+    CAPTURE(ct);
+    CHECK_FALSE(run(ct, {kChatBody}).found);
+    CHECK_FALSE(run(ct, {kOpenAiStream}).found);
+  }
+}
+
+TEST_CASE("usage: malformed or unexpected JSON is ignored") {
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1,)"}).found);
+  CHECK_FALSE(run("application/json", {"not json \"usage\""}).found);
+  CHECK_FALSE(run("application/json", {R"(["usage"])"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":"12","completion_tokens":-1}})"}).found);
+  CHECK_FALSE(run("application/json", {""}).found);
+  // A broken event among good ones costs only itself.
+  auto u = run("text/event-stream", {"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"
+                                     "data: {\"usage\":{\"prompt_tokens\":\n\n"
+                                     "data: [DONE]\n\n"});
+  check_usage(u, 3, 4);
+}
+
+TEST_CASE("usage: finish twice gives the same answer") {
+  UsageTap tap("application/json");
+  tap.feed(kChatBody);
+  check_usage(tap.finish(), 12, 34);
+  check_usage(tap.finish(), 12, 34);
+}

@@ -1,0 +1,314 @@
+#include "rewrite/rewrite.h"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using keypool::config::AuthScheme;
+using keypool::config::ServiceDef;
+using keypool::http::find_header;
+using keypool::http::Headers;
+namespace rw = keypool::rewrite;
+
+namespace {
+
+ServiceDef service(AuthScheme scheme = AuthScheme::Bearer) {
+  ServiceDef s;
+  s.name = "openai";
+  s.base_url = "https://api.openai.com";
+  s.tls = true;
+  s.host = "api.openai.com";
+  s.port = 443;
+  s.auth_scheme = scheme;
+  return s;
+}
+
+// The whole request as the upstream would see it, for "the key/token appears nowhere else".
+std::string wire(const rw::UpstreamRequest& r) {
+  return rw::serialize_head(r, rw::BodyFraming::None, 0);
+}
+
+size_t occurrences(std::string_view text, std::string_view needle) {
+  size_t n = 0;
+  for (size_t p = text.find(needle); p != std::string_view::npos; p = text.find(needle, p + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("rewrite: every auth scheme injects the key once") {
+  struct Case {
+    AuthScheme scheme;
+    const char* header;  // nullptr: query parameter
+    const char* value;
+    const char* target;
+  };
+  const Case cases[] = {
+      {AuthScheme::Bearer, "Authorization", "Bearer sk-KEY", "/v1/x?a=1"},
+      {AuthScheme::XApiKey, "x-api-key", "sk-KEY", "/v1/x?a=1"},
+      {AuthScheme::XiApiKey, "xi-api-key", "sk-KEY", "/v1/x?a=1"},
+      {AuthScheme::AuthorizationRaw, "Authorization", "sk-KEY", "/v1/x?a=1"},
+      {AuthScheme::AuthorizationToken, "Authorization", "Token sk-KEY", "/v1/x?a=1"},
+      {AuthScheme::QueryParam, nullptr, nullptr, "/v1/x?a=1&api_key=sk-KEY"},
+  };
+  const Headers client = {{"Authorization", "Bearer team-TOKEN"}, {"Accept", "*/*"}};
+  for (const auto& c : cases) {
+    CAPTURE(static_cast<int>(c.scheme));
+    auto r = rw::build(service(c.scheme), "POST", "/v1/x", "a=1", client, "sk-KEY", false);
+    CHECK(r.method == "POST");
+    CHECK(r.target == c.target);
+    if (c.header) {
+      REQUIRE(find_header(r.headers, c.header));
+      CHECK(*find_header(r.headers, c.header) == c.value);
+      CHECK(keypool::http::count_header(r.headers, c.header) == 1);
+    }
+    auto w = wire(r);
+    CHECK(occurrences(w, "sk-KEY") == 1);
+    CHECK(occurrences(w, "team-TOKEN") == 0);
+  }
+}
+
+TEST_CASE("rewrite: query-param scheme with a custom param and an encoded key") {
+  auto svc = service(AuthScheme::QueryParam);
+  svc.auth_param = "key";
+  struct Case {
+    const char* query;
+    const char* key;
+    const char* target;
+  };
+  const Case cases[] = {
+      {"", "abc", "/x?key=abc"},
+      {"key=team", "abc", "/x?key=abc"},
+      {"a=1&key=team&b=%2f+x&key=again", "abc", "/x?a=1&b=%2f+x&key=abc"},
+      {"api_key=team&z=9", "abc", "/x?z=9&key=abc"},
+      {"a=1", "a b/c+d=&", "/x?a=1&key=a%20b%2Fc%2Bd%3D%26"},
+      {"k%65y=team", "abc", "/x?key=abc"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.query);
+    auto r = rw::build(svc, "GET", "/x", c.query, {}, c.key, false);
+    CHECK(r.target == c.target);
+  }
+}
+
+TEST_CASE("rewrite: query preserved byte-exact, client api_key stripped") {
+  struct Case {
+    const char* query;
+    const char* target;
+  };
+  const Case cases[] = {
+      {"", "/x"},
+      {"a=1&b=%2F%2f&c=+&d", "/x?a=1&b=%2F%2f&c=+&d"},
+      {"a=1&&b=2&", "/x?a=1&&b=2&"},
+      {"api_key=team", "/x"},
+      {"api_key=team&a=1", "/x?a=1"},
+      {"a=1&api_key=team&api_key=t2&b=2", "/x?a=1&b=2"},
+      {"api%5Fkey=team&a=1", "/x?a=1"},
+      {"api_keys=1", "/x?api_keys=1"},
+      {"x=api_key", "/x?x=api_key"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.query);
+    auto r = rw::build(service(), "GET", "/x", c.query, {}, "k", false);
+    CHECK(r.target == c.target);
+  }
+}
+
+TEST_CASE("rewrite: base path join") {
+  struct Case {
+    const char* base;
+    const char* rest;
+    const char* target;
+  };
+  const Case cases[] = {
+      {"", "/v1/chat", "/v1/chat"},
+      {"/openai", "/v1/x", "/openai/v1/x"},
+      {"/openai", "/", "/openai/"},
+      {"/openai", "", "/openai/"},
+      {"", "", "/"},
+      {"/a", "/b//c", "/a/b//c"},
+  };
+  for (const auto& c : cases) {
+    auto svc = service();
+    svc.base_path = c.base;
+    CHECK(rw::build(svc, "GET", c.rest, "", {}, "k", false).target == c.target);
+  }
+}
+
+TEST_CASE("rewrite: Host header") {
+  struct Case {
+    bool tls;
+    const char* host;
+    uint16_t port;
+    const char* want;
+  };
+  const Case cases[] = {
+      {true, "api.openai.com", 443, "api.openai.com"},
+      {true, "api.openai.com", 8443, "api.openai.com:8443"},
+      {false, "localhost", 80, "localhost"},
+      {false, "localhost", 443, "localhost:443"},
+      {true, "127.0.0.1", 80, "127.0.0.1:80"},
+      {false, "::1", 8080, "[::1]:8080"},
+      {true, "2001:db8::1", 443, "[2001:db8::1]"},
+  };
+  for (const auto& c : cases) {
+    auto svc = service();
+    svc.tls = c.tls;
+    svc.host = c.host;
+    svc.port = c.port;
+    const Headers client = {{"Host", "localhost:8080"}, {"host", "evil"}};
+    auto r = rw::build(svc, "GET", "/", "", client, "k", false);
+    CHECK(keypool::http::count_header(r.headers, "host") == 1);
+    CHECK(r.headers.front().name == "Host");
+    CHECK(r.headers.front().value == c.want);
+  }
+}
+
+TEST_CASE("rewrite: stripped and kept headers") {
+  const Headers client = {
+      {"Host", "localhost:8080"},
+      {"Connection", "keep-alive, X-Secret-Hop"},
+      {"connection", "close , Foo"},
+      {"Proxy-Connection", "keep-alive"},
+      {"Keep-Alive", "timeout=5"},
+      {"TE", "trailers"},
+      {"Trailer", "X-Checksum"},
+      {"Transfer-Encoding", "chunked"},
+      {"Upgrade", "websocket"},
+      {"Proxy-Authorization", "Basic abc"},
+      {"Proxy-Authenticate", "Basic"},
+      {"X-Secret-Hop", "1"},
+      {"foo", "2"},
+      {"Authorization", "Bearer team"},
+      {"authorization", "Token team"},
+      {"X-Api-Key", "team"},
+      {"xi-api-key", "team"},
+      {"Api-Key", "team"},
+      {"Content-Length", "12"},
+      {"Expect", "100-continue"},
+      {"X-Keypool-Feature", "x"},
+      {"x-keypool-debug", "1"},
+      {"Content-Type", "application/json"},
+      {"Accept", "text/event-stream"},
+      {"OpenAI-Beta", "assistants=v2"},
+      {"X-Keypoolish", "kept"},
+      {"Sec-WebSocket-Key", "abc"},
+  };
+  auto r = rw::build(service(AuthScheme::XApiKey), "POST", "/x", "", client, "sk-KEY", false);
+  const Headers want = {
+      {"Host", "api.openai.com"},      {"Content-Type", "application/json"},
+      {"Accept", "text/event-stream"}, {"OpenAI-Beta", "assistants=v2"},
+      {"X-Keypoolish", "kept"},        {"Sec-WebSocket-Key", "abc"},
+      {"x-api-key", "sk-KEY"},
+  };
+  REQUIRE(r.headers.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    CHECK(r.headers[i].name == want[i].name);
+    CHECK(r.headers[i].value == want[i].value);
+  }
+}
+
+TEST_CASE("rewrite: upgrade keeps Upgrade and sends Connection: Upgrade") {
+  const Headers client = {{"Connection", "keep-alive, Upgrade"},
+                          {"Upgrade", "websocket"},
+                          {"Sec-WebSocket-Key", "dGhlIHNhbXBsZQ=="},
+                          {"Sec-WebSocket-Version", "13"},
+                          {"Keep-Alive", "5"}};
+  auto r = rw::build(service(), "GET", "/realtime", "", client, "k", true);
+  CHECK(find_header(r.headers, "Upgrade") == "websocket");
+  CHECK(keypool::http::count_header(r.headers, "Connection") == 1);
+  CHECK(find_header(r.headers, "Connection") == "Upgrade");
+  CHECK(find_header(r.headers, "Sec-WebSocket-Key") == "dGhlIHNhbXBsZQ==");
+  CHECK(find_header(r.headers, "Sec-WebSocket-Version") == "13");
+  CHECK_FALSE(find_header(r.headers, "Keep-Alive"));
+
+  auto plain = rw::build(service(), "GET", "/realtime", "", client, "k", false);
+  CHECK_FALSE(find_header(plain.headers, "Upgrade"));
+  CHECK_FALSE(find_header(plain.headers, "Connection"));
+}
+
+TEST_CASE("rewrite: fixed service headers replace client ones") {
+  auto svc = service(AuthScheme::XApiKey);
+  svc.headers = {{"Cartesia-Version", "2024-06-10"},
+                 {"anthropic-version", "2023-06-01"},
+                 {"x-api-key", "from-config"}};
+  const Headers client = {
+      {"cartesia-version", "1999"}, {"Anthropic-Version", "old"}, {"Accept", "*/*"}};
+  auto r = rw::build(svc, "POST", "/x", "", client, "sk-KEY", false);
+  CHECK(keypool::http::count_header(r.headers, "cartesia-version") == 1);
+  CHECK(find_header(r.headers, "Cartesia-Version") == "2024-06-10");
+  CHECK(keypool::http::count_header(r.headers, "anthropic-version") == 1);
+  CHECK(find_header(r.headers, "anthropic-version") == "2023-06-01");
+  CHECK(find_header(r.headers, "Accept") == "*/*");
+  // The pooled key wins over a credential-shaped fixed header.
+  CHECK(keypool::http::count_header(r.headers, "x-api-key") == 1);
+  CHECK(find_header(r.headers, "x-api-key") == "sk-KEY");
+}
+
+TEST_CASE("rewrite: serialize_head framing") {
+  rw::UpstreamRequest r{"POST", "/v1/x?a=1", {{"Host", "h"}, {"Accept", "*/*"}}};
+  struct Case {
+    rw::BodyFraming framing;
+    uint64_t length;
+    const char* want;
+  };
+  const Case cases[] = {
+      {rw::BodyFraming::None, 99, "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n"},
+      {rw::BodyFraming::ContentLength, 0,
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n"},
+      {rw::BodyFraming::ContentLength, 18446744073709551615ull,
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+       "Content-Length: 18446744073709551615\r\n\r\n"},
+      {rw::BodyFraming::Chunked, 5,
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\n\r\n"},
+  };
+  for (const auto& c : cases) CHECK(rw::serialize_head(r, c.framing, c.length) == c.want);
+}
+
+TEST_CASE("rewrite: serialize_head drops headers that could split the head") {
+  rw::UpstreamRequest r{"GET",
+                        "/",
+                        {{"Host", "h"},
+                         {"x-api-key", "k\r\nX-Evil: 1"},
+                         {"Bad Name", "v"},
+                         {"Bad:Name", "v"},
+                         {"", "v"},
+                         {"Nul", std::string("a\0b", 3)},
+                         {"Tab", "a\tb"},
+                         {"Utf8", "caf\xc3\xa9"}}};
+  CHECK(rw::serialize_head(r, rw::BodyFraming::None, 0) ==
+        "GET / HTTP/1.1\r\nHost: h\r\nTab: a\tb\r\nUtf8: caf\xc3\xa9\r\n\r\n");
+  // A key with a line break is refused by serialize_head, not smuggled as a second header.
+  auto built = rw::build(service(), "GET", "/", "", {}, "k\r\nX-Evil: 1", false);
+  CHECK(wire(built).find("X-Evil") == std::string::npos);
+}
+
+TEST_CASE("rewrite: mask_secret") {
+  struct Case {
+    std::string text;
+    const char* secret;
+    const char* want;
+    size_t count;
+  };
+  const Case cases[] = {
+      {"invalid key sk-abc123 given", "sk-abc123", "invalid key *** given", 1},
+      {"sk-abc123sk-abc123", "sk-abc123", "******", 2},
+      {"url ?key=a%2Fb%2Bc and a%2fb%2bc and a/b+c", "a/b+c", "url ?key=*** and *** and ***", 3},
+      {"nothing here", "sk-abc", "nothing here", 0},
+      {"x%2525y", "%25", "x***y", 1},
+      {"abc", "", "abc", 0},
+      {"", "k", "", 0},
+      {"SK-ABC123", "sk-abc123", "SK-ABC123", 0},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.text);
+    std::string text = c.text;
+    CHECK(rw::mask_secret(text, c.secret) == c.count);
+    CHECK(text == c.want);
+  }
+}
+
+TEST_CASE("rewrite: percent_encode") {
+  CHECK(rw::percent_encode("AZaz09-._~") == "AZaz09-._~");
+  CHECK(rw::percent_encode("a b/+=&%\xff") == "a%20b%2F%2B%3D%26%25%FF");
+}

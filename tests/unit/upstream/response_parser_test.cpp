@@ -1,0 +1,174 @@
+// ResponseParser lives in the http room but exists for the upstream client; its tests sit
+// here with the client's.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "http/response_parser.h"
+
+namespace {
+
+using keypool::http::ParseStatus;
+using keypool::http::ResponseHead;
+using keypool::http::ResponseLimits;
+using keypool::http::ResponseParser;
+
+struct Recorder : ResponseParser::Sink {
+  int heads = 0;
+  ResponseHead head;
+  std::string body;
+  bool stop_on_head = false;
+  bool on_head(ResponseHead& h) override {
+    ++heads;
+    head = h;
+    return !stop_on_head;
+  }
+  bool on_body(std::string_view d) override {
+    body.append(d);
+    return true;
+  }
+};
+
+// Feeds one byte at a time, the harshest split, and returns the final status.
+ParseStatus feed_bytewise(ResponseParser& p, const std::string& s, size_t* consumed_total = nullptr) {
+  ParseStatus st = ParseStatus::NeedMore;
+  size_t total = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto r = p.feed(s.data() + i, 1);
+    total += r.consumed;
+    st = r.status;
+    if (st != ParseStatus::NeedMore) break;
+  }
+  if (consumed_total) *consumed_total = total;
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("response parser: content-length body split byte by byte") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  std::string msg = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A:  b \r\n\r\nhello";
+  CHECK(feed_bytewise(p, msg) == ParseStatus::Complete);
+  CHECK(rec.heads == 1);
+  CHECK(rec.head.status == 200);
+  CHECK(rec.head.reason == "OK");
+  CHECK(rec.head.content_length == 5u);
+  CHECK(rec.head.keep_alive);
+  CHECK(rec.head.headers.size() == 2);
+  CHECK(rec.head.headers[1].name == "X-A");
+  CHECK(rec.head.headers[1].value == "b");
+  CHECK(rec.body == "hello");
+}
+
+TEST_CASE("response parser: chunked, reuse across keep-alive responses, leftover bytes") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  std::string msg = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\nEXTRA";
+  auto r = p.feed(msg);
+  CHECK(r.status == ParseStatus::Complete);
+  CHECK(r.consumed == msg.size() - 5);
+  CHECK(rec.head.chunked);
+  CHECK(!rec.head.content_length);
+  CHECK(rec.body == "abcde");
+  p.reset(false);
+  rec.body.clear();
+  r = p.feed("HTTP/1.1 204 No Content\r\n\r\n");
+  CHECK(r.status == ParseStatus::Complete);
+  CHECK(rec.head.status == 204);
+  CHECK(rec.heads == 2);
+}
+
+TEST_CASE("response parser: HEAD response has no body despite Content-Length") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  p.reset(true);
+  auto r = p.feed("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+  CHECK(r.status == ParseStatus::Complete);
+  CHECK(rec.head.content_length == 100u);
+  CHECK(rec.head.keep_alive);
+}
+
+TEST_CASE("response parser: interim 1xx are skipped, 101 stops with the tunnel bytes left") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  auto r = p.feed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz");
+  CHECK(r.status == ParseStatus::Complete);
+  CHECK(rec.heads == 1);
+  CHECK(rec.head.status == 200);
+  CHECK(rec.head.headers.size() == 1);
+
+  Recorder up;
+  ResponseParser q(&up);
+  std::string msg = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nRAW";
+  r = q.feed(msg);
+  CHECK(r.status == ParseStatus::Upgrade);
+  CHECK(r.consumed == msg.size() - 3);
+  CHECK(up.head.upgrade);
+  CHECK(!up.head.keep_alive);
+  CHECK(up.body.empty());
+
+  // A 101 without Upgrade headers is still the end of HTTP on this connection.
+  Recorder bare;
+  ResponseParser b(&bare);
+  std::string m2 = "HTTP/1.1 101 Switching Protocols\r\n\r\nRAW";
+  r = b.feed(m2);
+  CHECK(r.status == ParseStatus::Upgrade);
+  CHECK(r.consumed == m2.size() - 3);
+}
+
+TEST_CASE("response parser: body delimited by EOF, and truncation") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  auto r = p.feed("HTTP/1.1 200 OK\r\n\r\nsome");
+  CHECK(r.status == ParseStatus::NeedMore);
+  r = p.feed(" more");
+  CHECK(p.finish().status == ParseStatus::Complete);
+  CHECK(rec.body == "some more");
+  CHECK(!rec.head.keep_alive);
+
+  p.reset(false);
+  r = p.feed("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+  CHECK(r.status == ParseStatus::NeedMore);
+  CHECK(p.finish().status == ParseStatus::Error);
+
+  p.reset(false);
+  r = p.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+  CHECK(p.finish().status == ParseStatus::Error);
+
+  p.reset(false);
+  CHECK(p.finish().status == ParseStatus::NeedMore);
+  CHECK(!p.started());
+}
+
+TEST_CASE("response parser: malformed input and limits are errors") {
+  Recorder rec;
+  ResponseParser p(&rec);
+  auto r = p.feed("HTTP/1.1 2x0 OK\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(!r.error.empty());
+  p.reset(false);
+  r = p.feed("garbage\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  p.reset(false);
+  r = p.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+  CHECK(r.status == ParseStatus::Error);
+
+  ResponseParser small(&rec, ResponseLimits{100, 3});
+  r = small.feed("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(r.error.find("headers") != std::string::npos);
+  small.reset(false);
+  r = small.feed("HTTP/1.1 200 OK\r\nA: " + std::string(200, 'x') + "\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(r.error.find("100 bytes") != std::string::npos);
+}
+
+TEST_CASE("response parser: a sink can stop parsing") {
+  Recorder rec;
+  rec.stop_on_head = true;
+  ResponseParser p(&rec);
+  auto r = p.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+  CHECK(r.status == ParseStatus::Stopped);
+  CHECK(rec.body.empty());
+}
