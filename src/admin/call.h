@@ -28,6 +28,9 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   void on_body(std::string_view data) override;
   void on_end() override;
   void on_abort() override { sink_ = nullptr; }
+  void note_key(int64_t id) {
+    if (sink_) sink_->note_key(id);
+  }
 
   // For endpoints.
   state::App& app() { return env_.app; }

@@ -79,6 +79,7 @@ void get_key(Call& c) {
   }
   // The caller uses the key on its own: no in-flight slot is held for it.
   app.pool.release(*lease);
+  c.note_key(lease->key_id);
   int64_t now = app.clock.now_ms();
   app.recorder.audit(audit_row(c, "key.handout", std::to_string(lease->key_id),
                                {{"feature", *feature}, {"tier", lease->tier}}));

@@ -420,7 +420,9 @@ void ProxyExchange::release_lease(bool failed, const std::string& error) {
 }
 
 void ProxyExchange::drop_upstream() {
-  // Destroying the exchange returns a finished connection to the pool or closes it.
+  // Destroying the exchange returns a finished connection to the pool or closes it; a
+  // request whose body was not sent whole leaves the upstream expecting more bytes.
+  if (up_ && !request_done_) up_->forbid_reuse();
   up_.reset();
 }
 

@@ -102,9 +102,6 @@ Result<std::string> origin_form(std::string_view target) {
   return bad_request("unsupported request-target form");
 }
 
-bool is_get(std::string_view m) { return m == "GET"; }
-bool is_get_or_head(std::string_view m) { return m == "GET" || m == "HEAD"; }
-
 std::optional<Route> route_proxy(std::string_view path) {
   // path starts with "/v1/".
   std::string_view after = path.substr(4);
@@ -144,10 +141,12 @@ std::optional<Route> route_path(std::string_view method, std::string_view path) 
     r.kind = k;
     return std::optional<Route>(std::move(r));
   };
-  if (path == "/health") return is_get_or_head(method) ? fixed(RouteKind::Health) : std::nullopt;
-  if (path == "/metrics") return is_get_or_head(method) ? fixed(RouteKind::Metrics) : std::nullopt;
-  // GET only: a lease is not something a HEAD probe should take.
-  if (path == "/key") return is_get(method) ? fixed(RouteKind::GetKey) : std::nullopt;
+  // Known paths route whatever the method: the admin room answers a wrong one with 405 and
+  // an Allow header, which a NotFound here could not carry.
+  (void)method;
+  if (path == "/health") return fixed(RouteKind::Health);
+  if (path == "/metrics") return fixed(RouteKind::Metrics);
+  if (path == "/key") return fixed(RouteKind::GetKey);
   if (starts_with(path, "/admin/")) return route_admin(path);
   if (starts_with(path, "/v1/")) return route_proxy(path);
   return std::nullopt;

@@ -46,6 +46,11 @@ std::string canned_error(int status, std::string_view code, std::string_view mes
   return out + body;
 }
 
+bool header_value_is(const http::Headers& h, std::string_view name, std::string_view value) {
+  auto v = http::find_header(h, name);
+  return v && iequals(trim(*v), value);
+}
+
 }  // namespace
 
 Connection::Connection(Worker& worker)
@@ -205,9 +210,14 @@ void Connection::on_request_head(http::RequestHead&& head) {
   upgrade_request_ = head.upgrade;
   if (head.upgrade) keep_alive_ = false;  // after a refused upgrade the stream is not HTTP
   method_ = head.method;
+  head_request_ = head.method == "HEAD";
   path_ = head.target.substr(0, head.target.find('?'));  // never log the query: it may hold a token
   if (path_.size() > 256) path_.resize(256);
+  bool expect_continue = head.http_minor == 1 && head.has_body() &&
+                         header_value_is(head.headers, "expect", "100-continue");
   handler_ = worker_.factory().on_request(head, *this);
+  // The client waits for our go-ahead before sending the body; the handler did not refuse.
+  if (expect_continue && !head_sent_ && state_ == State::Responding) write_now("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Connection::on_request_body(std::string_view data) {
@@ -251,6 +261,7 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
       out += "Content-Length: " + std::to_string(length) + "\r\n";
       break;
     case BodyMode::Stream:
+      if (head_request_) break;
       if (http_minor_ >= 1) {
         out += "Transfer-Encoding: chunked\r\n";
         chunked_out_ = true;
@@ -272,6 +283,7 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
 
 void Connection::send_body(std::string_view data) {
   if (!head_sent_ || response_done_ || data.empty() || state_ == State::Closing) return;
+  if (head_request_) return;  // HEAD: the head says how long the body would be, nothing follows
   bytes_out_ += data.size();
   if (chunked_out_) {
     char size_line[24];
@@ -291,7 +303,7 @@ void Connection::end() {
   if (response_done_ || state_ == State::Closing) return;
   if (!head_sent_) send_head(500, {}, BodyMode::Empty, 0);
   response_done_ = true;
-  if (chunked_out_) write_now("0\r\n\r\n");
+  if (chunked_out_ && !head_request_) write_now("0\r\n\r\n");
   log_access();
   if (state_ == State::Tunnel) {
     state_ = State::Lingering;

@@ -107,6 +107,7 @@ class Connection final : public ResponseSink,
   bool keep_alive_ = true;
   bool chunked_out_ = false;
   bool upgrade_request_ = false;
+  bool head_request_ = false;
   bool draining_ = false;
   bool shutdown_sent_ = false;
   uint64_t exchange_seq_ = 0;  // guards deferred finish_exchange calls against a later request

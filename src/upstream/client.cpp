@@ -47,6 +47,10 @@ void Exchange::resume_read() {
   if (conn_) conn_->resume_read();
 }
 
+void Exchange::forbid_reuse() {
+  if (conn_) conn_->forbid_reuse();
+}
+
 Exchange::~Exchange() {
   if (conn_) conn_->detach();
 }

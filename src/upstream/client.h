@@ -97,6 +97,9 @@ class Exchange {
   // The connection came from the keep-alive pool. A failure on a reused connection before any
   // response byte may be retried by the caller: the server may have closed it just then.
   bool reused() const { return reused_; }
+  // The caller did not finish writing its request: the connection is closed, not pooled,
+  // when this exchange is destroyed.
+  void forbid_reuse();
   // If the response completed, every written byte was flushed and keep-alive allows it, the
   // connection returns to the idle pool; otherwise it is closed.
   ~Exchange();

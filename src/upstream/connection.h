@@ -38,6 +38,8 @@ class Connection final : private http::ResponseParser::Sink {
   // The exchange was destroyed: back to the pool if clean, else close.
   void detach();
   void write(std::string bytes);
+  // The request was not sent whole (the response came early): never pool this connection.
+  void forbid_reuse() { reusable_ = false; }
   size_t queued_bytes() const { return pending_bytes_ + inflight_bytes_; }
   void pause_read();
   void resume_read();
