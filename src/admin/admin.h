@@ -16,6 +16,7 @@ namespace keypool::admin {
 struct Env {
   state::App& app;
   server::LoopPost& post;  // the worker loop, for answers coming back from the store thread
+  uv_loop_t* loop;         // the same loop, for timers
 };
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,

@@ -34,6 +34,8 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
 
   // For endpoints.
   state::App& app() { return env_.app; }
+  uv_loop_t* loop() { return env_.loop; }
+  bool answered() const { return answered_ || !sink_; }
   const router::Route& route() const { return route_; }
   const http::RequestHead& head() const { return head_; }
   std::optional<std::string> query(std::string_view name) const;

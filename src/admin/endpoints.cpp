@@ -3,12 +3,15 @@
 #include <string_view>
 
 #include "auth/auth.h"
+#include "server/timer.h"
 #include "state/gauges.h"
 
 namespace keypool::admin {
 namespace {
 
 using router::RouteKind;
+
+constexpr int64_t kWaitPollMs = 25;  // GET /key waiting for a key under the tier's max_wait_ms
 
 enum class Id { None, Required };
 
@@ -51,6 +54,33 @@ void admin_health(Call& c) {
   c.reply(200, state::health_json(app));
 }
 
+// Hands out a key, or (tier max_wait_ms) polls until one frees up or the wait is over.
+void lease_for_get_key(std::shared_ptr<Call> c, pool::Query q, int64_t token_id, int64_t deadline_ms) {
+  auto& app = c->app();
+  auto lease = app.pool.lease(q);
+  if (!lease) {
+    int64_t now = app.clock.now_ms();
+    if (lease.error().code == ErrorCode::RateLimited && now + kWaitPollMs <= deadline_ms) {
+      std::weak_ptr<Call> weak = c;
+      server::run_after(c->loop(), kWaitPollMs, [weak, q, token_id, deadline_ms] {
+        if (auto self = weak.lock(); self && !self->answered()) lease_for_get_key(self, q, token_id, deadline_ms);
+      });
+      return;
+    }
+    if (lease.error().code == ErrorCode::RateLimited) app.metrics.rate_limited("key");
+    return c->fail(lease.error());
+  }
+  // The caller uses the key on its own: no in-flight slot is held for it.
+  app.pool.release(*lease);
+  c->note_key(lease->key_id);
+  int64_t now = app.clock.now_ms();
+  app.recorder.audit(audit_row(*c, "key.handout", std::to_string(lease->key_id),
+                               {{"feature", q.feature}, {"tier", lease->tier}}));
+  app.recorder.usage(store::UsageDelta{lease->key_id, token_id, 1, 0, 0, 0, 0, now, ""});
+  c->reply(200, {{"key_id", lease->key_id}, {"name", lease->key_name},
+                 {"value", std::string(lease->value->view())}, {"tier", lease->tier}});
+}
+
 // GET /key?feature=X: a decrypted key for callers that do not proxy. Admin token: any tier
 // covering X; team token: its own tier only.
 void get_key(Call& c) {
@@ -63,6 +93,7 @@ void get_key(Call& c) {
   pool::Query q;
   q.feature = *feature;
   int64_t token_id = 0;
+  int64_t max_wait = 0;
   if (auth::is_admin_token(cred->value, app.cfg.admin_token.view())) {
     c.set_actor("admin");
   } else {
@@ -70,22 +101,18 @@ void get_key(Call& c) {
     if (!tok) return c.fail(tok.error());
     q.tier = tok->tier;
     token_id = tok->id;
+    max_wait = app.pool.tier_max_wait_ms(tok->tier).value_or(0);
     c.set_actor("token:" + std::to_string(token_id));
+    if (int64_t wait = app.token_limits.acquire(token_id, tok->rpm, app.clock.now_ms()); wait > 0) {
+      app.metrics.rate_limited("token");
+      Error e = make_error(ErrorCode::RateLimited, "this token's rpm limit is spent");
+      e.retry_after_s = (wait + 999) / 1000;
+      return c.fail(e);
+    }
   }
-  auto lease = app.pool.lease(q);
-  if (!lease) {
-    if (lease.error().code == ErrorCode::RateLimited) app.metrics.rate_limited("key");
-    return c.fail(lease.error());
-  }
-  // The caller uses the key on its own: no in-flight slot is held for it.
-  app.pool.release(*lease);
-  c.note_key(lease->key_id);
-  int64_t now = app.clock.now_ms();
-  app.recorder.audit(audit_row(c, "key.handout", std::to_string(lease->key_id),
-                               {{"feature", *feature}, {"tier", lease->tier}}));
-  app.recorder.usage(store::UsageDelta{lease->key_id, token_id, 1, 0, 0, 0, 0, now, ""});
-  c.reply(200, {{"key_id", lease->key_id}, {"name", lease->key_name},
-                {"value", std::string(lease->value->view())}, {"tier", lease->tier}});
+  if (!app.pool.feature_known(q.feature))
+    return c.fail(make_error(ErrorCode::NotFound, "unknown feature '" + q.feature + "'"));
+  lease_for_get_key(c.shared_from_this(), q, token_id, app.clock.now_ms() + max_wait);
 }
 
 void metrics(Call& c) {

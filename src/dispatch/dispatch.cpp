@@ -49,7 +49,7 @@ class Factory final : public server::HandlerFactory {
     }
     if (head.upgrade)
       return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "upgrades are only proxied under /v1/");
-    return admin::make_handler(admin::Env{app_, worker_.post()}, std::move(route.value()), head, sink);
+    return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), head, sink);
   }
 
  private:

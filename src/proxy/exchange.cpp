@@ -5,12 +5,14 @@
 #include "base/strings.h"
 #include "proxy/cooldown.h"
 #include "server/status.h"
+#include "server/timer.h"
 #include "telemetry/log.h"
 
 namespace keypool::proxy {
 namespace {
 
 constexpr size_t kMaxHeldErrorBody = 256 * 1024;
+constexpr int64_t kWaitPollMs = 25;  // how often a request waiting for a key (max_wait_ms) looks again
 
 bool failover_status(int status) {
   return status == 429 || status == 401 || status == 403 || (status >= 500 && status <= 599);
@@ -73,9 +75,29 @@ void ProxyExchange::begin() {
   if (it == services_->end()) return fail(404, "unknown_service", "no service named '" + route_.service + "'");
   svc_ = &it->second;
   if (!authenticate()) return;
-  if (!lease_key()) return;
   if (head_.upgrade) tunnel_ = true;
-  start_attempt();
+  acquire_and_start();
+}
+
+// Leases a key and sends the attempt; when the pool is spent and the tier allows waiting
+// (max_wait_ms), polls until a key frees up or the wait is over.
+void ProxyExchange::acquire_and_start() {
+  switch (lease_key()) {
+    case LeaseOutcome::Leased:
+      if (sink_) sink_->resume_read();
+      start_attempt();
+      return;
+    case LeaseOutcome::Waiting: {
+      if (sink_) sink_->pause_read();  // hold the body back until there is somewhere to send it
+      std::weak_ptr<ProxyExchange> weak = weak_from_this();
+      server::run_after(env_.worker.loop(), kWaitPollMs, [weak] {
+        if (auto self = weak.lock(); self && self->sink_ && !self->response_done_) self->acquire_and_start();
+      });
+      return;
+    }
+    case LeaseOutcome::Answered:
+      return;
+  }
 }
 
 bool ProxyExchange::authenticate() {
@@ -104,7 +126,7 @@ bool ProxyExchange::authenticate() {
   return true;
 }
 
-bool ProxyExchange::lease_key() {
+ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
   auto& app = env_.app;
   pool::Query q;
   q.feature = svc_->feature;
@@ -118,21 +140,25 @@ bool ProxyExchange::lease_key() {
     lease_ = std::move(lease.value());
     tried_.push_back(lease_->key_id);
     if (sink_) sink_->note_key(lease_->key_id);
-    return true;
+    return LeaseOutcome::Leased;
   }
   const auto& e = lease.error();
   switch (e.code) {
-    case ErrorCode::RateLimited:
+    case ErrorCode::RateLimited: {
+      int64_t now = app.clock.now_ms();
+      if (wait_deadline_ms_ == 0) wait_deadline_ms_ = now + app.pool.tier_max_wait_ms(token_.tier).value_or(0);
+      if (now + kWaitPollMs <= wait_deadline_ms_) return LeaseOutcome::Waiting;
       app.metrics.rate_limited("pool");
       fail(429, "rate_limited", "every key of this pool is at its limit; retry later", e.retry_after_s);
       break;
+    }
     case ErrorCode::NotFound:
       fail(403, "forbidden", "tier '" + token_.tier + "' does not cover service '" + svc_->name + "'");
       break;
     default:
       fail(503, "no_keys", "no usable key for service '" + svc_->name + "' in tier '" + token_.tier + "'");
   }
-  return false;
+  return LeaseOutcome::Answered;
 }
 
 // Sends the request head (and whatever body is already held) with the current key.
@@ -154,7 +180,7 @@ void ProxyExchange::start_attempt() {
 // ---------------------------------------------------------------- client -> upstream
 
 void ProxyExchange::on_body(std::string_view data) {
-  if (response_done_ || !up_) return;
+  if (response_done_) return;
   request_bytes_ += data.size();
   if (replayable_) {
     if (replay_.size() + data.size() <= static_cast<size_t>(env_.app.cfg.proxy.replay_buffer_bytes)) {
@@ -172,6 +198,12 @@ void ProxyExchange::on_body(std::string_view data) {
       replayable_ = false;  // too big to send twice: this attempt is the only one
       std::string().swap(replay_);
     }
+  }
+  if (!up_) {
+    // Waiting for a key: the bytes are safe only in the replay buffer.
+    if (!replayable_)
+      fail(503, "body_too_large", "request body too large to hold while waiting for a free key");
+    return;
   }
   if (framing_ == rewrite::BodyFraming::Chunked) {
     char line[24];
@@ -343,7 +375,10 @@ void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
   int64_t now = app.clock.now_ms();
   if (status == 429) {
     int64_t ms = cooldown_ms(headers, now).value_or(app.cfg.proxy.default_cooldown_s * 1000);
-    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, app.pool.key_count())) {
+    size_t pool_keys = 0;
+    for (const auto& st : app.pool.statuses())
+      pool_keys += st.info.service == svc_->name && st.info.tier == token_.tier;
+    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, pool_keys)) {
       // Most keys hit 429 together: the limit is on our address, not on the keys.
       // Keep the keys usable; the client gets the 429 with a short Retry-After.
       ms = std::min<int64_t>(ms, 1000);
@@ -374,11 +409,10 @@ bool ProxyExchange::try_failover(const std::string& why) {
   int64_t from = lease_ ? lease_->key_id : 0;
   release_lease(true, why);
   drop_upstream();
-  if (!lease_key()) return true;  // lease_key answered the client (429/503)
   app.metrics.failover(svc_->name);
-  log::info("failover", {{"service", svc_->name}, {"from_key", from}, {"to_key", lease_->key_id},
-                         {"reason", why}, {"attempt", attempts_ + 1}});
-  start_attempt();
+  log::info("failover", {{"service", svc_->name}, {"from_key", from}, {"reason", why},
+                         {"attempt", attempts_ + 1}});
+  acquire_and_start();  // answers the client itself when no key is left (429/503)
   return true;
 }
 

@@ -49,7 +49,9 @@ class ProxyExchange final : public server::RequestHandler,
   class UpstreamSide;  // forwards upstream callbacks; see exchange.cpp
 
   bool authenticate();
-  bool lease_key();
+  enum class LeaseOutcome { Leased, Waiting, Answered };
+  LeaseOutcome lease_key();
+  void acquire_and_start();
   void start_attempt();
   bool try_failover(const std::string& why);
   void on_key_refused(int status, const http::Headers& headers);
@@ -72,6 +74,7 @@ class ProxyExchange final : public server::RequestHandler,
   std::optional<pool::Lease> lease_;
   std::vector<int64_t> tried_;
   int attempts_ = 0;
+  int64_t wait_deadline_ms_ = 0;  // max_wait_ms: until when a spent pool is waited out
 
   std::unique_ptr<UpstreamSide> up_handler_;
   std::unique_ptr<upstream::Exchange> up_;
