@@ -1,11 +1,13 @@
 #include "admin/call.h"
 
+#include <uv.h>
+
 #include "server/status.h"
 
 namespace keypool::admin {
 
 Call::Call(Env env, router::Route route, const http::RequestHead& head, server::ResponseSink& sink)
-    : env_(env), route_(std::move(route)), head_(head), sink_(&sink) {
+    : env_(env), route_(std::move(route)), head_(head), sink_(&sink), started_ns_(uv_hrtime()) {
   // Refuse an oversized body up front when its length is declared.
   auto limit = static_cast<uint64_t>(env_.app.cfg.limits.max_admin_body_bytes);
   if (head_.content_length && *head_.content_length > limit)
@@ -28,6 +30,17 @@ void Call::on_end() {
 }
 
 void Call::dispatch() { admin::dispatch(*this); }
+
+void Call::record(int status) {
+  const char* kind = "admin";
+  switch (route_.kind) {
+    case router::RouteKind::Health: kind = "health"; break;
+    case router::RouteKind::GetKey: kind = "key"; break;
+    case router::RouteKind::Metrics: kind = "metrics"; break;
+    default: break;
+  }
+  env_.app.metrics.request("", kind, status, static_cast<double>(uv_hrtime() - started_ns_) / 1e9);
+}
 
 std::optional<std::string> Call::query(std::string_view name) const {
   return router::query_param(route_.query, name);
@@ -53,6 +66,7 @@ std::optional<nlohmann::json> Call::json_object() {
 void Call::reply(Reply r) {
   if (answered_ || !sink_) return;
   answered_ = true;
+  record(r.status);
   std::string body = r.body.is_null() ? std::string()
                                       : r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   r.headers.push_back({"Content-Type", "application/json"});
@@ -71,6 +85,7 @@ void Call::reply(Reply r) {
 void Call::reply_text(int status, std::string content_type, std::string text) {
   if (answered_ || !sink_) return;
   answered_ = true;
+  record(status);
   sink_->send_head(status, {{"Content-Type", std::move(content_type)}}, server::BodyMode::ContentLength,
                    text.size());
   sink_->send_body(text);
@@ -81,6 +96,7 @@ void Call::fail(const Error& e) {
   if (answered_ || !sink_) return;
   answered_ = true;
   int status = server::status_for(e.code);
+  record(status);
   std::string body = server::error_body(server::code_name(e.code), e.message, e.retry_after_s);
   http::Headers headers{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
   if (e.code == ErrorCode::RateLimited && e.retry_after_s > 0)

@@ -55,6 +55,7 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
 
  private:
   void dispatch();
+  void record(int status);
   Env env_;
   router::Route route_;
   http::RequestHead head_;
@@ -62,6 +63,7 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   std::string body_;
   bool answered_ = false;
   std::string actor_ = "admin";
+  uint64_t started_ns_ = 0;
 };
 
 // Endpoint table lookup and execution (endpoints.cpp).
