@@ -142,6 +142,22 @@ int serve(const cli::Options& opts) {
     workers.push_back(std::move(w));
     workers.back()->start(fd);
   }
+  if (!cfg.metrics_listen.empty()) {
+    // A listener of its own for the scraper: /metrics without the admin token.
+    auto colon = cfg.metrics_listen.rfind(':');
+    std::string host = cfg.metrics_listen.substr(0, colon);
+    if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    int mport = std::stoi(cfg.metrics_listen.substr(colon + 1));
+    std::string err;
+    int bound = 0;
+    int fd = server::open_listen_socket(host, mport, &bound, &err);
+    if (fd < 0) return fail(1, "metrics.listen: " + err);
+    auto w = std::make_unique<server::Worker>(static_cast<int>(workers.size()), opts_srv);
+    w->set_factory(dispatch::make_metrics_factory(app, *w));
+    workers.push_back(std::move(w));
+    workers.back()->start(fd);
+    log::info("metrics listening", {{"host", host}, {"port", bound}});
+  }
   state::set_connection_counter([&workers, &clients] {
     int64_t down = 0, up = 0;
     for (auto& w : workers) down += w->stats().open_connections.load();

@@ -5,6 +5,7 @@
 #include "proxy/proxy.h"
 #include "router/router.h"
 #include "server/status.h"
+#include "state/gauges.h"
 
 namespace keypool::dispatch {
 namespace {
@@ -20,6 +21,8 @@ class Refusal final : public server::RequestHandler {
     sink.send_body(body);
     sink.end();
   }
+  struct Answered {};
+  explicit Refusal(Answered) {}  // the caller already answered through the sink
   void on_body(std::string_view) override {}
   void on_end() override {}
   void on_abort() override {}
@@ -58,7 +61,36 @@ class Factory final : public server::HandlerFactory {
   upstream::Client* client_;
 };
 
+class MetricsFactory final : public server::HandlerFactory {
+ public:
+  explicit MetricsFactory(state::App& app) : app_(app) {}
+  std::shared_ptr<server::RequestHandler> on_request(http::RequestHead& head,
+                                                     server::ResponseSink& sink) override {
+    auto route = router::route(head.method, head.target);
+    if (!route || (route->kind != router::RouteKind::Metrics && route->kind != router::RouteKind::Health))
+      return std::make_shared<Refusal>(sink, 404, "not_found", "this listener serves /metrics and /health only");
+    if (head.method != "GET")
+      return std::make_shared<Refusal>(sink, 405, "method_not_allowed", "use GET", http::Headers{{"Allow", "GET"}});
+    std::string body = route->kind == router::RouteKind::Health
+                           ? std::string("{\"status\":\"ok\"}")
+                           : app_.metrics.render(state::gauge_lines(app_));
+    const char* type = route->kind == router::RouteKind::Health ? "application/json"
+                                                                 : "text/plain; version=0.0.4; charset=utf-8";
+    sink.send_head(200, {{"Content-Type", type}}, server::BodyMode::ContentLength, body.size());
+    sink.send_body(body);
+    sink.end();
+    return std::make_shared<Refusal>(Refusal::Answered{});
+  }
+
+ private:
+  state::App& app_;
+};
+
 }  // namespace
+
+std::unique_ptr<server::HandlerFactory> make_metrics_factory(state::App& app, server::Worker&) {
+  return std::make_unique<MetricsFactory>(app);
+}
 
 std::unique_ptr<server::HandlerFactory> make_factory(state::App& app, server::Worker& worker,
                                                      upstream::Client* client) {

@@ -16,4 +16,8 @@ namespace keypool::dispatch {
 std::unique_ptr<server::HandlerFactory> make_factory(state::App& app, server::Worker& worker,
                                                      upstream::Client* client);
 
+// For the separate metrics listener (config metrics.listen): GET /metrics without the
+// admin token, GET /health, and nothing else. Meant for a port only the scraper reaches.
+std::unique_ptr<server::HandlerFactory> make_metrics_factory(state::App& app, server::Worker& worker);
+
 }  // namespace keypool::dispatch

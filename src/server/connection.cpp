@@ -445,7 +445,10 @@ void Connection::flush() {
       // Most responses fit the socket buffer: try a direct write before queueing.
       uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
       int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
-      if (n > 0) out_.erase(0, static_cast<size_t>(n));
+      if (n > 0) {
+        explicit_bzero(out_.data(), static_cast<size_t>(n));  // may have held a key (GET /key)
+        out_.erase(0, static_cast<size_t>(n));
+      }
       else if (n < 0 && n != UV_EAGAIN) {
         close();
         return;
