@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -45,17 +46,49 @@ upstream::ClientOptions client_options(const config::Config& cfg) {
   return o;
 }
 
-void load_service_files(state::App& app) {
+// Loads services.d. On a reload, a file that is now broken keeps its previous definition:
+// a typo made while editing must not take a working service down.
+void load_service_files(state::App& app, bool reload) {
   auto loaded = config::load_services_dir(app.cfg.services_dir);
   for (const auto& e : loaded.errors) log::error("service definition refused", {{"error", e}});
+  if (reload) {
+    auto old = app.services.snapshot();
+    for (const auto& [name, def] : *old) {
+      if (def.source == "admin") continue;
+      bool broken = false;
+      for (const auto& e : loaded.errors) broken = broken || e.rfind(def.source + ":", 0) == 0;
+      bool present = false;
+      for (const auto& d : loaded.services) present = present || d.name == name;
+      if (broken && !present) {
+        log::warn("keeping the previous definition", {{"service", name}, {"file", def.source}});
+        loaded.services.push_back(def);
+      }
+    }
+  }
   log::info("services loaded", {{"dir", app.cfg.services_dir},
                                 {"count", static_cast<int64_t>(loaded.services.size())}});
   app.services.set_file_services(std::move(loaded.services));
 }
 
+// SIGHUP: services.d again, and the config settings that can change without a restart
+// (log level and format). The rest is logged as needing a restart.
+void reload(state::App& app, const cli::Options& opts) {
+  auto cfg = config::load_config(opts.config_path, opts.config_explicit, [](const char* n) { return std::getenv(n); });
+  if (!cfg) {
+    log::error("reload: config refused, keeping the running one", {{"error", cfg.error().message}});
+  } else {
+    log::configure(cfg->log_level, cfg->log_format);
+    if (cfg->port != app.cfg.port || cfg->host != app.cfg.host || cfg->workers != app.cfg.workers ||
+        cfg->db_path != app.cfg.db_path)
+      log::warn("reload: listen address, workers and db_path change only on restart");
+  }
+  load_service_files(app, true);
+}
+
 // The main thread's own loop: signals and the once-a-second flush of usage and audit rows.
 struct Control {
   state::App& app;
+  const cli::Options& opts;
   std::vector<std::unique_ptr<server::Worker>>& workers;
   uv_loop_t loop;
   uv_signal_t sigterm, sigint, sighup;
@@ -92,8 +125,8 @@ struct Control {
 
   static void on_hup(uv_signal_t* s, int) {
     auto* self = static_cast<Control*>(s->data);
-    log::info("SIGHUP: reloading services");
-    load_service_files(self->app);
+    log::info("SIGHUP: reloading config and services");
+    reload(self->app, self->opts);
   }
 };
 
@@ -116,7 +149,7 @@ int serve(const cli::Options& opts) {
 
   SystemClock clock;
   state::App app(cfg, clock, store_thread);
-  load_service_files(app);
+  load_service_files(app, false);
   Result<void> loaded = Ok{};
   store_thread.post_and_wait([&](store::Store& s) { loaded = state::load_state(app, s); });
   if (!loaded) return fail(1, loaded.error().message);
@@ -167,7 +200,7 @@ int serve(const cli::Options& opts) {
   log::info("listening", {{"host", cfg.host}, {"port", port}, {"workers", cfg.workers},
                           {"version", KEYPOOL_VERSION}});
 
-  Control control{app, workers, {}, {}, {}, {}, {}};
+  Control control{app, opts, workers, {}, {}, {}, {}, {}};
   control.run();
   for (auto& w : workers) w->join();
   state::set_connection_counter(nullptr);
@@ -182,6 +215,9 @@ int serve(const cli::Options& opts) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that closes while we write must be an error on that socket, not the end of the
+  // process (libuv leaves SIGPIPE alone).
+  signal(SIGPIPE, SIG_IGN);
   auto opts = cli::parse(argc, argv);
   if (!opts) return fail(2, opts.error().message);
   if (opts->command == "serve") return serve(*opts);

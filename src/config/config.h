@@ -36,7 +36,7 @@ struct ProxyOptions {
   int64_t max_attempts = 3;                     // failover: tries across keys
   int64_t replay_buffer_bytes = 1024 * 1024;    // request bodies up to this are retryable
   int64_t default_cooldown_s = 60;              // 429 without a reset header
-  int64_t max_idle_per_origin = 32;             // upstream keep-alive connections kept
+  int64_t max_idle_per_origin = 256;            // upstream keep-alive connections kept
   int64_t write_high_watermark = 256 * 1024;    // stop reading the other side above this
   std::string extra_ca_file;                    // added to the system CAs for upstream TLS
 };
