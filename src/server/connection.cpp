@@ -17,6 +17,7 @@ namespace {
 constexpr unsigned kPauseHandler = 1;   // backpressure asked by the handler
 constexpr unsigned kPausePipeline = 2;  // a complete request waits for its response
 constexpr unsigned kPauseUpgrade = 4;   // an upgrade request waits for the upstream's 101
+constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // pipelined input held before reading stops
 
 struct WriteReq {
   uv_write_t req;
@@ -121,11 +122,22 @@ void Connection::handle_read(ssize_t nread, const char* data) {
     case State::Tunnel:
       if (handler_) handler_->on_tunnel_data(bytes);
       return;
+    case State::Responding:
+      if (request_done_ && !upgrade_request_) {
+        // A pipelined request arrives while the previous one is answered: keep it for its
+        // turn. Reading stops only if a client piles up too much.
+        inbuf_.append(bytes);
+        if (inbuf_.size() > kMaxPipelinedBytes) {
+          pause_bits_ |= kPausePipeline;
+          update_reading();
+        }
+        return;
+      }
+      break;
     case State::Lingering:
     case State::Closing:
       return;  // discarded: we are done with this client
     case State::Reading:
-    case State::Responding:
       break;
   }
   arm_timer();
@@ -157,8 +169,10 @@ void Connection::process_input(std::string_view data) {
           continue;
         }
         inbuf_.assign(data);
-        pause_bits_ |= kPausePipeline;
-        update_reading();
+        if (inbuf_.size() > kMaxPipelinedBytes) {
+          pause_bits_ |= kPausePipeline;
+          update_reading();
+        }
         return;
       case http::RequestParser::Status::Upgrade:
         inbuf_.assign(data);
@@ -432,10 +446,20 @@ void Connection::on_timer(uv_timer_t* t) {
 
 // ---------------------------------------------------------------- writing
 
+// Bytes are gathered and written once per loop iteration (at the end of our read callback,
+// or in the worker's check phase), so a head and its body leave in one write(2).
 void Connection::write_now(std::string&& bytes) {
   if (out_.empty()) out_ = std::move(bytes);
   else out_.append(bytes);
-  if (callback_depth_ == 0) flush();
+  if (callback_depth_ > 0 || flush_scheduled_) return;
+  flush_scheduled_ = true;
+  auto weak = weak_from_this();
+  worker_.defer([weak] {
+    if (auto self = weak.lock()) {
+      self->flush_scheduled_ = false;
+      self->flush();
+    }
+  });
 }
 
 void Connection::flush() {

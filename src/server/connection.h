@@ -98,6 +98,7 @@ class Connection final : public ResponseSink,
   int callback_depth_ = 0;  // >0 while inside our own read processing: writes coalesce
   unsigned pause_bits_ = 0;  // reasons not to read; see connection.cpp
   bool reading_ = false;
+  bool flush_scheduled_ = false;
 
   std::shared_ptr<RequestHandler> handler_;
   bool request_done_ = false;
