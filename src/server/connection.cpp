@@ -358,11 +358,14 @@ void Connection::abort() {
 void Connection::pause_read() {
   pause_bits_ |= kPauseHandler;
   update_reading();
+  arm_timer();
 }
 
 void Connection::resume_read() {
+  if (!(pause_bits_ & kPauseHandler)) return;
   pause_bits_ &= ~kPauseHandler;
   update_reading();
+  arm_timer();
 }
 
 // ---------------------------------------------------------------- request turnover
@@ -419,6 +422,10 @@ void Connection::arm_timer() {
   else if (state_ == State::Responding) {
     if (request_done_) {
       uv_timer_stop(&timer_);  // the handler's own timeouts (upstream) govern now
+      return;
+    }
+    if (pause_bits_ & kPauseHandler) {
+      uv_timer_stop(&timer_);  // we stopped reading (upstream backpressure): not the client's stall
       return;
     }
     ms = worker_.options().request_head_ms;  // a request body that stalls
