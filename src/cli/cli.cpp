@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "cli/admin_commands.h"
 #include "config/config.h"
 #include "config/services.h"
 #include "crypto/crypto.h"
@@ -14,12 +15,14 @@ namespace {
 
 const char* kUsageText =
     "usage: keypool [--config FILE] [COMMAND]\n"
+    "       keypool [--url URL] [--json] tiers|keys|tokens|services SUBCOMMAND ...\n"
     "commands:\n"
     "  serve                   run the proxy (default)\n"
     "  check-config            validate the config and services.d; exit 2 naming every problem\n"
     "  migrate                 create or upgrade the database, then exit\n"
     "  rotate-encryption-key   re-encrypt every key: old key in ENCRYPTION_KEY, new in NEW_ENCRYPTION_KEY\n"
-    "  version                 print the version\n";
+    "  version                 print the version\n"
+    "  help                    this text\n";
 
 config::GetEnv real_env() {
   return [](const char* n) { return std::getenv(n); };
@@ -112,6 +115,15 @@ Result<Options> parse(int argc, char** argv) {
     } else if (a.rfind("--config=", 0) == 0) {
       o.config_path = a.substr(9);
       o.config_explicit = true;
+    } else if (a == "--url") {
+      // Global flags of the admin subcommands, taken wherever they appear so that a value
+      // before the command is never mistaken for the command.
+      if (i + 1 >= argc) return make_error(ErrorCode::BadRequest, "--url needs a URL");
+      o.url = argv[++i];
+    } else if (a.rfind("--url=", 0) == 0) {
+      o.url = a.substr(6);
+    } else if (a == "--json") {
+      o.json = true;
     } else if (!have_command && (a == "-h" || a == "--help")) {
       o.command = "help";
       have_command = true;
@@ -139,12 +151,14 @@ int run(const Options& o) {
   }
   if (o.command == "help") {
     std::fputs(kUsageText, stdout);
+    std::fputs(kAdminUsage, stdout);
     return kOk;
   }
+  if (is_admin_command(o.command)) return run_admin(o);
   if (o.command == "check-config") return check_config(o);
   if (o.command == "migrate") return migrate(o);
   if (o.command == "rotate-encryption-key") return rotate_encryption_key(o);
-  std::fprintf(stderr, "keypool: unknown command '%s'\n%s", o.command.c_str(), kUsageText);
+  std::fprintf(stderr, "keypool: unknown command '%s'\n%s%s", o.command.c_str(), kUsageText, kAdminUsage);
   return kUsage;
 }
 

@@ -14,6 +14,9 @@ struct Options {
   std::vector<std::string> args;  // what follows the command
   std::string config_path = "config/keypool.yaml";
   bool config_explicit = false;   // --config given: the file must exist
+  // Admin subcommands only: where the running keypool is, and raw JSON instead of tables.
+  std::string url;                 // --url; empty means KEYPOOL_URL, else http://127.0.0.1:8080
+  bool json = false;               // --json
 };
 
 // Exit codes shared by every command.
