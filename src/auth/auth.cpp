@@ -31,7 +31,12 @@ std::optional<Digest> sha256(std::string_view data) {
 std::optional<Credential> from_authorization(std::string_view value) {
   value = trim(value);
   size_t sp = value.find_first_of(" \t");
-  if (sp == std::string_view::npos) return std::nullopt;
+  // A bare value with no scheme (the AssemblyAI SDK sends "Authorization: <key>").
+  if (sp == std::string_view::npos) {
+    if (value.empty() || iequals(value, "bearer") || iequals(value, "token") || iequals(value, "basic"))
+      return std::nullopt;
+    return Credential{std::string(value), CredentialSource::AuthorizationRaw};
+  }
   std::string_view scheme = value.substr(0, sp);
   std::string_view cred = trim(value.substr(sp + 1));
   if (cred.empty()) return std::nullopt;

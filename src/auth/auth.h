@@ -22,6 +22,7 @@ namespace keypool::auth {
 enum class CredentialSource {
   AuthorizationBearer,
   AuthorizationToken,
+  AuthorizationRaw,  // "Authorization: <token>" with no scheme word (AssemblyAI's SDK)
   XApiKey,
   XiApiKey,
   QueryApiKey

@@ -126,8 +126,7 @@ bool ProxyExchange::authenticate() {
   return true;
 }
 
-ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
-  auto& app = env_.app;
+pool::Query ProxyExchange::pool_query() const {
   pool::Query q;
   q.feature = svc_->feature;
   q.tier = token_.tier;
@@ -135,11 +134,20 @@ ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
   q.fallback_rpm = svc_->rate_limit_rpm;
   q.exclude = tried_;
   if (auto s = http::find_header(head_.headers, "x-keypool-session")) q.affinity = std::string(*s);
-  auto lease = app.pool.lease(q);
+  return q;
+}
+
+void ProxyExchange::take_lease(pool::Lease lease) {
+  lease_ = std::move(lease);
+  tried_.push_back(lease_->key_id);
+  if (sink_) sink_->note_key(lease_->key_id);
+}
+
+ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
+  auto& app = env_.app;
+  auto lease = app.pool.lease(pool_query());
   if (lease) {
-    lease_ = std::move(lease.value());
-    tried_.push_back(lease_->key_id);
-    if (sink_) sink_->note_key(lease_->key_id);
+    take_lease(std::move(lease.value()));
     return LeaseOutcome::Leased;
   }
   const auto& e = lease.error();
@@ -406,13 +414,18 @@ bool ProxyExchange::try_failover(const std::string& why) {
   if (!sink_ || streaming_ || tunnel_ || !replayable_) return false;
   if (attempts_ >= app.cfg.proxy.max_attempts) return false;
   if (app.storms.active(svc_->name + "/" + token_.tier, app.clock.now_ms())) return false;
+  // Take the next key before giving up this attempt: with no other key left, the client
+  // gets this attempt's own answer (the upstream's response, or a 502/504), not a 503.
+  auto next = app.pool.lease(pool_query());
+  if (!next) return false;
   int64_t from = lease_ ? lease_->key_id : 0;
   release_lease(true, why);
   drop_upstream();
+  take_lease(std::move(next.value()));
   app.metrics.failover(svc_->name);
-  log::info("failover", {{"service", svc_->name}, {"from_key", from}, {"reason", why},
-                         {"attempt", attempts_ + 1}});
-  acquire_and_start();  // answers the client itself when no key is left (429/503)
+  log::info("failover", {{"service", svc_->name}, {"from_key", from}, {"to_key", lease_->key_id},
+                         {"reason", why}, {"attempt", attempts_ + 1}});
+  start_attempt();
   return true;
 }
 

@@ -138,6 +138,9 @@ void Connection::handle_read(ssize_t nread, const char* data) {
     case State::Closing:
       return;  // discarded: we are done with this client
     case State::Reading:
+      // The whole head must arrive within request_head_ms of its first byte: a deadline,
+      // not a gap timer, or a client trickling a byte at a time would hold us forever.
+      if (head_deadline_ms_ == 0) head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
       break;
   }
   arm_timer();
@@ -161,6 +164,10 @@ void Connection::process_input(std::string_view data) {
     data.remove_prefix(used);
     switch (status) {
       case http::RequestParser::Status::NeedMore:
+        if (state_ == State::Reading && parser_.in_message() && head_deadline_ms_ == 0) {
+          head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+          arm_timer();
+        }
         return;
       case http::RequestParser::Status::Paused:
         if (state_ == State::Responding && response_done_) {
@@ -210,6 +217,7 @@ void Connection::refuse(const http::ParseError& err) {
 
 void Connection::on_request_head(http::RequestHead&& head) {
   state_ = State::Responding;
+  head_deadline_ms_ = 0;
   request_done_ = false;
   response_done_ = false;
   head_sent_ = false;
@@ -392,6 +400,8 @@ void Connection::finish_exchange() {
   if (state_ != State::Responding || !response_done_ || !request_done_) return;
   if (!turn_over()) return;
   if (!inbuf_.empty()) {
+    head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+    arm_timer();
     std::string pending = std::move(inbuf_);
     inbuf_.clear();
     callback_depth_++;
@@ -429,15 +439,19 @@ void Connection::arm_timer() {
       return;
     }
     ms = worker_.options().request_head_ms;  // a request body that stalls
-  } else if (parser_.in_message()) ms = worker_.options().request_head_ms;
-  else ms = worker_.options().idle_keepalive_ms;
+  } else if (head_deadline_ms_ != 0) {
+    uint64_t now = uv_now(worker_.loop());
+    ms = head_deadline_ms_ > now ? static_cast<int64_t>(head_deadline_ms_ - now) : 1;
+  } else {
+    ms = worker_.options().idle_keepalive_ms;
+  }
   uv_timer_start(&timer_, &Connection::on_timer, static_cast<uint64_t>(ms), 0);
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   auto* self = static_cast<Connection*>(t->data);
   auto keep = self->shared_from_this();
-  if (self->state_ == State::Reading && self->parser_.in_message()) {
+  if (self->state_ == State::Reading && (self->parser_.in_message() || self->head_deadline_ms_ != 0)) {
     self->refuse(http::ParseError{408, "request_timeout", "request head not received in time"});
   } else if (self->state_ == State::Responding && !self->request_done_ && !self->head_sent_) {
     auto h = std::move(self->handler_);
@@ -458,6 +472,9 @@ void Connection::on_timer(uv_timer_t* t) {
 void Connection::write_now(std::string&& bytes) {
   if (out_.empty()) out_ = std::move(bytes);
   else out_.append(bytes);
+  // The handler compares queued_bytes() with the watermark right after writing; remember
+  // that it may have paused, so that on_writable follows once the queue drains.
+  if (queued_bytes() > worker_.options().write_high_watermark) above_high_ = true;
   if (callback_depth_ > 0 || flush_scheduled_) return;
   flush_scheduled_ = true;
   auto weak = weak_from_this();
@@ -505,6 +522,14 @@ void Connection::flush() {
   }
   size_t high = worker_.options().write_high_watermark;
   if (queued_bytes() > high) above_high_ = true;
+  else if (above_high_ && queued_bytes() <= high / 2 && handler_ && !in_writable_) {
+    // Drained by the direct write: no write callback will come to say so.
+    above_high_ = false;
+    in_writable_ = true;
+    auto h = handler_;
+    h->on_writable();
+    in_writable_ = false;
+  }
   if (in_flight_ == 0 && out_.empty() && state_ == State::Lingering && !shutdown_sent_) {
     shutdown_sent_ = true;
     // Everything is written: stop sending, then let the client read it before we close.

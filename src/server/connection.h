@@ -99,6 +99,8 @@ class Connection final : public ResponseSink,
   unsigned pause_bits_ = 0;  // reasons not to read; see connection.cpp
   bool reading_ = false;
   bool flush_scheduled_ = false;
+  bool in_writable_ = false;  // guards against on_writable re-entering through flush
+  uint64_t head_deadline_ms_ = 0;  // uv_now by which the current head must be complete; 0 = none
 
   std::shared_ptr<RequestHandler> handler_;
   bool request_done_ = false;

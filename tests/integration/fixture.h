@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,9 @@ struct Keypool {
   std::map<std::string, std::string> env;
   std::unique_ptr<KeypoolProcess> proc;
   uint16_t port = 0;
+  // Config file passed to --config; "" means config/keypool.yaml from the source tree.
+  // Set it (e.g. with write_config) before start().
+  std::string config_path;
 
   explicit Keypool(std::map<std::string, std::string> extra_env = {}, bool start_now = true) {
     env = {{"ENCRYPTION_KEY", kEncryptionKey}, {"ADMIN_TOKEN", kAdminToken},
@@ -38,9 +42,33 @@ struct Keypool {
   void write_service(const std::string& name, const std::string& yaml) {
     std::ofstream(dir.path + "/services.d/" + name + ".yaml") << yaml;
   }
+  // Writes a copy of config/keypool.yaml into the temp dir with the given keys' values
+  // replaced ("upstream_head_ms" -> "300"; each key must name one line of that file) and
+  // makes it the config for the next start().
+  std::string write_config(const std::map<std::string, std::string>& values) {
+    std::ifstream in(source_dir() + "/config/keypool.yaml");
+    std::string line, out;
+    size_t replaced = 0;
+    while (std::getline(in, line)) {
+      auto key_start = line.find_first_not_of(' ');
+      auto colon = line.find(':');
+      if (key_start != std::string::npos && colon != std::string::npos && line[key_start] != '#') {
+        auto it = values.find(line.substr(key_start, colon - key_start));
+        if (it != values.end()) {
+          line = line.substr(0, colon) + ": " + it->second;
+          ++replaced;
+        }
+      }
+      out += line + "\n";
+    }
+    if (replaced != values.size()) throw std::runtime_error("write_config: unknown config key");
+    config_path = dir.path + "/keypool.yaml";
+    std::ofstream(config_path) << out;
+    return config_path;
+  }
   void start() {
-    proc = std::make_unique<KeypoolProcess>(
-        std::vector<std::string>{"--config", source_dir() + "/config/keypool.yaml"}, env, dir.path);
+    std::string config = config_path.empty() ? source_dir() + "/config/keypool.yaml" : config_path;
+    proc = std::make_unique<KeypoolProcess>(std::vector<std::string>{"--config", config}, env, dir.path);
     port = proc->wait_for_port(15000);
   }
   int stop() { return proc->stop(SIGTERM, 15000); }

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what keypool needs to build and test on Debian 12, and nothing that is already
+# there. Idempotent: a second run checks each package with dpkg and does no apt work at all.
+# Runs `apt-get update` once, and only when something must be installed. Uses sudo when
+# not root. Quiet: apt's chatter goes to a log that is printed only if apt fails.
+set -euo pipefail
+
+# Build: compiler, both build systems, pkg-config. Libraries: see CMakeLists.txt / meson.build
+# (node-llhttp ships llhttp's C sources in /usr/share/llhttp). Tools: openssl (quickstart
+# secrets), curl (the README walk-through).
+packages=(
+  build-essential cmake ninja-build meson pkg-config
+  libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev libsqlite3-dev
+  doctest-dev nlohmann-json3-dev
+  openssl curl ca-certificates
+)
+
+# Node.js for tests/sdk: Debian's nodejs + npm only when there is no `node` at all (a
+# NodeSource or nvm install is left alone: Debian's npm would conflict with it).
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
+
+installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == "installed" ]]
+}
+
+missing=()
+for p in "${packages[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  echo "install-deps: need root or sudo to install: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+log=$(mktemp "${TMPDIR:-/tmp}/keypool-apt.XXXXXX")
+trap 'rm -f "$log"' EXIT
+apt() {
+  if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 "$@" \
+      >"$log" 2>&1 </dev/null; then
+    echo "install-deps: apt-get $1 failed:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+}
+apt update
+apt install -y --no-install-recommends "${missing[@]}"
+
+for p in "${missing[@]}"; do
+  if ! installed "$p"; then
+    echo "install-deps: $p is still not installed" >&2
+    exit 1
+  fi
+done
+echo "install-deps: done"

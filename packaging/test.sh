@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds and tests keypool the way CI does (.ci/run calls this):
+#   1. install missing Debian packages (packaging/install-deps.sh)
+#   2. npm dependencies of the SDK test in tests/sdk, when it has a package.json
+#   3. CMake + Ninja into build/, then ctest (its summary is what CI reads)
+#   4. Meson into builddir/, then meson test: both build files must build and test the
+#      same tree.
+# Every stage after 1 runs even when an earlier one failed, so one run shows everything;
+# the exit status is non-zero if any stage failed. Env: JOBS (default 2).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+jobs=${JOBS:-2}
+export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+
+bash packaging/install-deps.sh || exit 1
+
+failed=()
+started=$SECONDS
+stage() {  # stage NAME COMMAND...: runs it, times it, records a failure
+  local name=$1 t0=$SECONDS
+  shift
+  echo "==> $name"
+  if "$@"; then
+    echo "==> $name: ok ($((SECONDS - t0))s)"
+  else
+    echo "==> $name: FAILED ($((SECONDS - t0))s)"
+    failed+=("$name")
+  fi
+}
+
+npm_deps() {
+  if [[ -f tests/sdk/package-lock.json || -f tests/sdk/npm-shrinkwrap.json ]]; then
+    (cd tests/sdk && npm ci --no-audit --no-fund)
+  else
+    (cd tests/sdk && npm install --no-audit --no-fund)
+  fi
+}
+
+meson_setup() {
+  if [[ -f builddir/build.ninja ]]; then
+    # --reconfigure also picks up source files added since (meson.build lists them at setup).
+    meson setup --reconfigure builddir
+  else
+    meson setup builddir
+  fi
+}
+
+if [[ -f tests/sdk/package.json ]]; then
+  stage "npm (tests/sdk)" npm_deps
+fi
+
+stage "cmake build" env JOBS="$jobs" bash packaging/build.sh
+if [[ " ${failed[*]} " != *" cmake build "* ]]; then
+  stage "ctest" ctest --test-dir build --output-on-failure
+fi
+
+# Both test suites run under Meson too: the integration suite starts the real binary the
+# Meson build produced, which is the only check that its link line and defines are right.
+stage "meson setup" meson_setup
+if [[ " ${failed[*]} " != *" meson setup "* ]]; then
+  stage "meson build" meson compile -C builddir -j "$jobs"
+  if [[ " ${failed[*]} " != *" meson build "* ]]; then
+    stage "meson test" meson test -C builddir --print-errorlogs
+  fi
+fi
+
+echo
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "test.sh: FAILED: ${failed[*]} (total $((SECONDS - started))s)"
+  exit 1
+fi
+echo "test.sh: all passed (total $((SECONDS - started))s)"

@@ -1,0 +1,707 @@
+// The proxy end to end: the real binary between the test client and a FakeUpstream on
+// loopback. What the upstream sees (key injection per auth scheme, path and query, stripped
+// credentials and hop-by-hop headers), what the client sees when the pool, the token or the
+// upstream says no, streaming (SSE, 1 GiB both ways in bounded memory), failover and tunnels.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "fixture.h"
+#include "proxy_helpers.h"
+#include "support/certs.h"
+#include "support/fake_upstream.h"
+
+using namespace keypool::testing;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+HeaderList bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+
+int64_t ms_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+}
+
+uint64_t big_bytes() {
+  if (const char* v = std::getenv("KEYPOOL_BIG_BYTES"); v && *v) return std::strtoull(v, nullptr, 10);
+  return 1ull << 30;
+}
+
+// How a streamed response body ended, as the client saw it.
+enum class BodyEnd { Complete, Broken, Timeout };
+
+struct BodyRead {
+  BodyEnd end = BodyEnd::Complete;
+  uint64_t bytes = 0;
+};
+
+// Reads the body of the response whose head was just read, until its framing says it is done
+// (Complete), the connection breaks mid-body (Broken) or nothing arrives for timeout_ms.
+BodyRead read_body(Connection& c, int timeout_ms) {
+  BodyRead out;
+  try {
+    while (auto chunk = c.read_chunk(timeout_ms)) out.bytes += chunk->size();
+  } catch (const TimeoutError&) {
+    out.end = BodyEnd::Timeout;
+  } catch (const std::exception&) {
+    out.end = BodyEnd::Broken;
+  }
+  return out;
+}
+
+// Samples a process's VmRSS every 20 ms on a thread until stopped; remembers the peak.
+class RssSampler {
+ public:
+  explicit RssSampler(pid_t pid) : pid_(pid), thread_([this] {
+      while (!stop_) {
+        long v = rss_kib(pid_);
+        if (v > peak_) peak_ = v;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }) {}
+  ~RssSampler() { finish(); }
+  long finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    long v = rss_kib(pid_);
+    if (v > peak_) peak_ = v;
+    return peak_;
+  }
+
+ private:
+  pid_t pid_;
+  std::atomic<bool> stop_{false};
+  std::atomic<long> peak_{0};
+  std::thread thread_;
+};
+
+constexpr long kRssSlackKib = 32 * 1024;
+
+}  // namespace
+
+TEST_CASE("proxy: each auth scheme injects the pooled key the way the service wants it") {
+  FakeUpstream up(echo());
+  Keypool kp({}, false);
+  const std::string base = up.base_url();
+  struct Case {
+    std::string service, scheme, extra, key;
+  };
+  std::vector<Case> cases = {
+      {"s-bearer", "bearer", "", "sk-bearer-1111"},
+      {"s-xapikey", "x-api-key", "", "sk-xapi-2222"},
+      {"s-xiapikey", "xi-api-key", "", "sk-xiapi-3333"},
+      {"s-raw", "authorization-raw", "", "sk-raw-4444"},
+      {"s-token", "authorization-token", "", "sk-token-5555"},
+      {"s-query", "query-param", "auth_param: key\n", "sk-query-6666"},
+      {"s-querydef", "query-param", "", "sk-querydef-7777"},
+      {"s-fixed", "x-api-key", "headers:\n  Cartesia-Version: \"2024-06-10\"\n  X-Extra: fixed\n",
+       "sk-fixed-8888"},
+  };
+  for (const auto& c : cases) kp.write_service(c.service, service_yaml(c.service, base, c.scheme, c.extra));
+  kp.start();
+  json features = json::object();
+  for (const auto& c : cases) features[c.service] = 1000;
+  add_tier(kp, "t", features);
+  for (const auto& c : cases) add_key(kp, c.service + "-key", c.key, "t", c.service);
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  for (const auto& c : cases) {
+    CAPTURE(c.scheme);
+    CAPTURE(c.service);
+    up.clear_requests();
+    // A client-sent header under the fixed header's name must lose to the service's value.
+    auto r = kp.get("/v1/" + c.service + "/things?x=1",
+                    {{"Authorization", "Bearer " + token}, {"X-Extra", "from-client"}});
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK_FALSE(r.header("X-Keypool-Key-Id").empty());
+    REQUIRE(up.request_count() == 1);
+    auto seen = up.requests()[0];
+    CHECK_FALSE(upstream_saw(seen, token));
+    CHECK(seen.path == "/things");
+    if (c.scheme == "bearer") {
+      CHECK(header_count(seen.headers, "authorization") == 1);
+      CHECK(seen.header("authorization") == "Bearer " + c.key);
+      CHECK(seen.query == "x=1");
+    } else if (c.scheme == "x-api-key") {
+      CHECK(header_count(seen.headers, "x-api-key") == 1);
+      CHECK(seen.header("x-api-key") == c.key);
+      CHECK_FALSE(has_header(seen.headers, "authorization"));
+      CHECK(seen.query == "x=1");
+    } else if (c.scheme == "xi-api-key") {
+      CHECK(header_count(seen.headers, "xi-api-key") == 1);
+      CHECK(seen.header("xi-api-key") == c.key);
+      CHECK_FALSE(has_header(seen.headers, "authorization"));
+    } else if (c.scheme == "authorization-raw") {
+      CHECK(header_count(seen.headers, "authorization") == 1);
+      CHECK(seen.header("authorization") == c.key);
+    } else if (c.scheme == "authorization-token") {
+      CHECK(header_count(seen.headers, "authorization") == 1);
+      CHECK(seen.header("authorization") == "Token " + c.key);
+    } else if (c.service == "s-query") {
+      CHECK_FALSE(has_header(seen.headers, "authorization"));
+      CHECK(seen.query == "x=1&key=" + c.key);
+    } else if (c.service == "s-querydef") {
+      CHECK_FALSE(has_header(seen.headers, "authorization"));
+      CHECK(seen.query == "x=1&api_key=" + c.key);
+    }
+    if (c.service == "s-fixed") {
+      CHECK(seen.header("cartesia-version") == "2024-06-10");
+      CHECK(header_count(seen.headers, "x-extra") == 1);
+      CHECK(seen.header("x-extra") == "fixed");
+    } else {
+      CHECK(seen.header("x-extra") == "from-client");
+    }
+    // Host names the upstream origin, never keypool.
+    CHECK(seen.header("host") == "127.0.0.1:" + std::to_string(up.port()));
+  }
+}
+
+TEST_CASE("proxy: path, query and method reach the upstream exactly, under base_url's prefix") {
+  FakeUpstream up(echo());
+  Keypool kp({}, false);
+  kp.write_service("pfx", service_yaml("pfx", up.base_url() + "/prefix/v2"));
+  kp.write_service("plain", service_yaml("plain", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"pfx", 1000}, {"plain", 1000}});
+  add_key(kp, "a", "sk-pfx", "t", "pfx");
+  add_key(kp, "b", "sk-plain", "t", "plain");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  struct Case {
+    std::string method, client_target, upstream_target;
+  };
+  std::vector<Case> cases = {
+      {"GET", "/v1/pfx/chat/completions", "/prefix/v2/chat/completions"},
+      {"GET", "/v1/pfx/a/b?model=a%20b&x=1&x=2&empty=&flag", "/prefix/v2/a/b?model=a%20b&x=1&x=2&empty=&flag"},
+      {"GET", "/v1/pfx/files/a%20b%2Bc.txt?q=%E2%9C%93", "/prefix/v2/files/a%20b%2Bc.txt?q=%E2%9C%93"},
+      {"DELETE", "/v1/pfx/items/42/", "/prefix/v2/items/42/"},
+      {"POST", "/v1/plain/v1/messages?beta=true", "/v1/messages?beta=true"},
+      {"PUT", "/v1/plain/x:y@z;p=1?a=b=c&d", "/x:y@z;p=1?a=b=c&d"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.client_target);
+    up.clear_requests();
+    std::string body = c.method == "POST" || c.method == "PUT" ? R"({"hello":"world"})" : "";
+    auto r = request(kp.port, c.method, c.client_target, bearer(token), body);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    REQUIRE(up.request_count() == 1);
+    auto seen = up.requests()[0];
+    CHECK(seen.method == c.method);
+    CHECK(seen.target == c.upstream_target);
+    CHECK(seen.body == body);
+  }
+
+  SUBCASE("unsafe paths are refused before any upstream request") {
+    up.clear_requests();
+    for (std::string t : {"/v1/pfx/a/../b", "/v1/pfx/./a", "/v1/pfx/a%2Fb", "/v1/pfx/a%2fb", "/v1/pfx/%2e%2e/x"}) {
+      CAPTURE(t);
+      CHECK(kp.get(t, bearer(token)).status == 400);
+    }
+    CHECK(up.request_count() == 0);
+  }
+}
+
+TEST_CASE("proxy: the client's credential is stripped in every inbound form") {
+  FakeUpstream up(echo());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url(), "x-api-key"));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-pooled-key-abc"});
+
+  struct Form {
+    std::string name, target;
+    HeaderList headers;
+    std::string upstream_query;
+  };
+  std::vector<Form> forms = {
+      {"Authorization: Bearer", "/v1/svc/x?a=1", {{"Authorization", "Bearer " + token}}, "a=1"},
+      {"Authorization: Token", "/v1/svc/x?a=1", {{"Authorization", "Token " + token}}, "a=1"},
+      {"x-api-key", "/v1/svc/x?a=1", {{"x-api-key", token}}, "a=1"},
+      {"xi-api-key", "/v1/svc/x?a=1", {{"xi-api-key", token}}, "a=1"},
+      {"?api_key= first", "/v1/svc/x?api_key=" + token + "&a=1", {}, "a=1"},
+      {"?api_key= middle", "/v1/svc/x?a=1&api_key=" + token + "&b=2", {}, "a=1&b=2"},
+      {"?api_key= alone", "/v1/svc/x?api_key=" + token, {}, ""},
+  };
+  for (const auto& f : forms) {
+    CAPTURE(f.name);
+    up.clear_requests();
+    auto r = kp.get(f.target, f.headers);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    REQUIRE(up.request_count() == 1);
+    auto seen = up.requests()[0];
+    CHECK_FALSE(upstream_saw(seen, token));
+    CHECK(seen.query == f.upstream_query);
+    CHECK(seen.path == "/x");
+    CHECK_FALSE(has_header(seen.headers, "authorization"));
+    CHECK_FALSE(has_header(seen.headers, "xi-api-key"));
+    CHECK(header_count(seen.headers, "x-api-key") == 1);
+    CHECK(seen.header("x-api-key") == "sk-pooled-key-abc");
+  }
+}
+
+TEST_CASE("proxy: hop-by-hop headers are dropped in both directions") {
+  FakeUpstream up([](const RecordedRequest& req, ResponseWriter& w) {
+    std::string body = "ok";
+    w.head(200, {{"Content-Length", std::to_string(body.size())},
+                 {"Connection", "X-Up-Hop"},
+                 {"X-Up-Hop", "secret-hop"},
+                 {"Keep-Alive", "timeout=5"},
+                 {"Proxy-Connection", "keep-alive"},
+                 {"X-End-To-End", "kept"}});
+    w.body(body);
+    (void)req;
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-hop"});
+
+  auto r = kp.get("/v1/svc/x", {{"Authorization", "Bearer " + token},
+                                {"Connection", "close, X-Client-Hop"},
+                                {"X-Client-Hop", "drop-me"},
+                                {"Keep-Alive", "timeout=5"},
+                                {"TE", "trailers"},
+                                {"Trailer", "X-Checksum"},
+                                {"Proxy-Authorization", "Basic Zm9vOmJhcg=="},
+                                {"Proxy-Connection", "keep-alive"},
+                                {"X-Keypool-Debug", "1"},
+                                {"X-End-To-End", "kept"}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(r.body == "ok");
+  REQUIRE(up.request_count() == 1);
+  auto seen = up.requests()[0];
+  for (const char* h : {"x-client-hop", "keep-alive", "te", "trailer", "proxy-authorization",
+                        "proxy-connection", "x-keypool-debug"}) {
+    CAPTURE(h);
+    CHECK_FALSE(has_header(seen.headers, h));
+  }
+  CHECK_FALSE(header_lists_token(seen.headers, "connection", "x-client-hop"));
+  CHECK(seen.header("x-end-to-end") == "kept");
+  // And on the way back.
+  CHECK_FALSE(has_header(r.headers, "x-up-hop"));
+  CHECK_FALSE(has_header(r.headers, "keep-alive"));
+  CHECK_FALSE(has_header(r.headers, "proxy-connection"));
+  CHECK_FALSE(header_lists_token(r.headers, "connection", "x-up-hop"));
+  CHECK(r.header("x-end-to-end") == "kept");
+}
+
+TEST_CASE("proxy: a spent pool answers 429 with Retry-After") {
+  FakeUpstream up(json_ok());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-only"}, /*rpm=*/1);
+
+  CHECK(kp.get("/v1/svc/x", bearer(token)).status == 200);
+  auto r = kp.get("/v1/svc/x", bearer(token));
+  CHECK(r.status == 429);
+  auto ra = std::atoi(r.header("Retry-After").c_str());
+  CHECK(ra >= 1);
+  CHECK(ra <= 60);
+  CHECK(r.json()["error"]["code"] == "rate_limited");
+  CHECK(up.request_count() == 1);  // the refused request never reached the upstream
+}
+
+TEST_CASE("proxy: missing, unknown, revoked and expired tokens get 401; other services 403") {
+  FakeUpstream up(json_ok());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.write_service("other", service_yaml("other", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}, {"other", 1000}});
+  add_key(kp, "a", "sk-a", "t", "svc");
+  add_key(kp, "b", "sk-b", "t", "other");
+  auto live = add_token(kp, {{"tier", "t"}});
+  auto doomed = add_token(kp, {{"tier", "t"}, {"name", "doomed"}});
+  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch()).count();
+  auto expired = add_token(kp, {{"tier", "t"}, {"name", "old"}, {"expires_at", now_s - 60}});
+  auto future = add_token(kp, {{"tier", "t"}, {"name", "new"}, {"expires_at", now_s + 3600}});
+  auto only_other = add_token(kp, {{"tier", "t"}, {"name", "narrow"}, {"services", {"other"}}});
+
+  CHECK(kp.get("/v1/svc/x").status == 401);
+  CHECK(kp.get("/v1/svc/x", bearer("kp_not_a_real_token_000000000000")).status == 401);
+  CHECK(kp.get("/v1/svc/x", bearer(live["token"])).status == 200);
+  CHECK(kp.get("/v1/svc/x", bearer(future["token"])).status == 200);
+
+  CHECK(kp.get("/v1/svc/x", bearer(doomed["token"])).status == 200);
+  auto del = kp.admin("DELETE", "/admin/tokens/" + std::to_string(doomed["id"].get<int64_t>()));
+  REQUIRE_MESSAGE(del.status == 200, del.body);
+  auto revoked = kp.get("/v1/svc/x", bearer(doomed["token"]));
+  CHECK(revoked.status == 401);
+  CHECK(revoked.json()["error"]["code"] == "unauthorized");
+
+  auto exp = kp.get("/v1/svc/x", bearer(expired["token"]));
+  CHECK(exp.status == 401);
+  CHECK(exp.json()["error"]["code"] == "unauthorized");
+
+  auto narrow = kp.get("/v1/svc/x", bearer(only_other["token"]));
+  CHECK(narrow.status == 403);
+  CHECK(narrow.json()["error"]["code"] == "forbidden");
+  CHECK(kp.get("/v1/other/x", bearer(only_other["token"])).status == 200);
+
+  // Only the accepted requests went upstream: live, future, doomed (before revoke), narrow on other.
+  CHECK(up.request_count() == 4);
+}
+
+TEST_CASE("proxy: SSE events reach the client as the upstream sends them") {
+  FakeUpstream up(sse(5, 200));
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-sse"});
+
+  Connection c = Connection::connect("127.0.0.1", kp.port);
+  auto t0 = Clock::now();
+  c.send("GET", "/v1/svc/stream", {{"Authorization", "Bearer " + token}, {"Accept", "text/event-stream"}});
+  auto head = c.read_head();
+  REQUIRE(head.status == 200);
+  CHECK(head.header("content-type").rfind("text/event-stream", 0) == 0);
+
+  std::string buf;
+  std::vector<int64_t> arrivals;  // ms after the request, one per complete event
+  bool done = false;
+  while (!done) {
+    auto chunk = c.read_chunk(5000);
+    if (!chunk) break;
+    buf += *chunk;
+    size_t pos;
+    while ((pos = buf.find("\n\n")) != std::string::npos) {
+      CHECK(buf.substr(0, pos) == "data: {\"i\":" + std::to_string(arrivals.size()) + "}");
+      arrivals.push_back(ms_since(t0));
+      buf.erase(0, pos + 2);
+    }
+    done = arrivals.size() > 5;
+  }
+  REQUIRE(arrivals.size() == 5);
+  CHECK(buf.empty());
+  // The upstream spends ~800 ms between its first and last event; a buffering proxy would
+  // deliver all five together at the end.
+  CHECK(arrivals.back() - arrivals.front() >= 600);
+  for (size_t i = 1; i < arrivals.size(); ++i) {
+    CAPTURE(i);
+    CHECK(arrivals[i] - arrivals[i - 1] >= 100);
+  }
+}
+
+TEST_CASE("proxy: HTTPS upstream trusted through UPSTREAM_CA_FILE; an untrusted one is 502") {
+  TempDir pki_dir;
+  TestPki pki = make_test_pki(pki_dir.path + "/pki");
+  FakeUpstream up(echo(), /*tls=*/true, &pki);
+
+  SUBCASE("trusted") {
+    Keypool kp({{"UPSTREAM_CA_FILE", pki.ca_cert}}, false);
+    kp.write_service("svc", service_yaml("svc", up.base_url() + "/base"));
+    kp.start();
+    std::string token = setup_pool(kp, "svc", {"sk-tls-key"});
+    for (int i = 0; i < 3; ++i) {  // the second and third may reuse a pooled TLS connection
+      CAPTURE(i);
+      auto r = kp.get("/v1/svc/secure?z=9", bearer(token));
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      CHECK(r.json()["target"] == "/base/secure?z=9");
+      CHECK(r.json()["headers"]["authorization"] == "Bearer sk-tls-key");
+    }
+  }
+  SUBCASE("not trusted") {
+    Keypool kp({}, false);
+    kp.write_service("svc", service_yaml("svc", up.base_url()));
+    kp.start();
+    std::string token = setup_pool(kp, "svc", {"sk-tls-key"});
+    auto r = kp.get("/v1/svc/secure", bearer(token));
+    CHECK(r.status == 502);
+    CHECK(r.json()["error"]["code"] == "bad_gateway");
+    CHECK(up.request_count() == 0);
+    CHECK(r.body.find("sk-tls-key") == std::string::npos);
+  }
+}
+
+TEST_CASE("proxy: upstream down is 502 JSON; a slow upstream is 504") {
+  std::map<std::string, std::string> cfg;
+  SUBCASE("connection refused") {
+    uint16_t dead = closed_port();
+    Keypool kp({}, false);
+    kp.write_service("svc", service_yaml("svc", "http://127.0.0.1:" + std::to_string(dead)));
+    kp.start();
+    std::string token = setup_pool(kp, "svc", {"sk-down"});
+    auto t0 = Clock::now();
+    auto r = kp.get("/v1/svc/x", bearer(token));
+    CHECK(r.status == 502);
+    CHECK(r.header("content-type").find("application/json") != std::string::npos);
+    CHECK(r.json()["error"]["code"] == "bad_gateway");
+    CHECK(ms_since(t0) < 10000);
+  }
+  // With one key and the default max_attempts the timeout also goes through failover,
+  // which must still end in 504 once no other key is left.
+  SUBCASE("no response head within upstream_head_ms, one attempt") {
+    cfg = {{"upstream_head_ms", "400"}, {"max_attempts", "1"}};
+  }
+  SUBCASE("no response head within upstream_head_ms, default attempts") { cfg = {{"upstream_head_ms", "400"}}; }
+  if (cfg.count("upstream_head_ms")) {
+    FakeUpstream up([](const RecordedRequest&, ResponseWriter& w) {
+      w.sleep_ms(5000);
+      if (!w.client_gone()) w.head(200, {{"Content-Length", "0"}});
+    });
+    Keypool kp({}, false);
+    kp.write_config(cfg);
+    kp.write_service("svc", service_yaml("svc", up.base_url()));
+    kp.start();
+    std::string token = setup_pool(kp, "svc", {"sk-slow"});
+    auto t0 = Clock::now();
+    auto r = kp.get("/v1/svc/x", bearer(token));
+    auto took = ms_since(t0);
+    CHECK(r.status == 504);
+    CHECK(r.json()["error"]["code"] == "upstream_timeout");
+    CHECK(took >= 350);
+    CHECK(took < 4000);
+  }
+}
+
+TEST_CASE("proxy: an upstream cut mid-body gives the client a broken response, never a clean end") {
+  FakeUpstream up(json_ok());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-cut"});
+
+  SUBCASE("Content-Length declared") {
+    up.set_handler([](const RecordedRequest&, ResponseWriter& w) {
+      w.head(200, {{"Content-Type", "application/octet-stream"}, {"Content-Length", "100000"}});
+      w.body(std::string(10000, 'z'));
+      w.sleep_ms(300);  // the head and the first bytes have surely gone to the client by now
+      w.close_now();
+    });
+    Connection c = Connection::connect("127.0.0.1", kp.port);
+    c.send("GET", "/v1/svc/file", bearer(token));
+    auto head = c.read_head();
+    REQUIRE(head.status == 200);
+    CHECK(head.header("content-length") == "100000");
+    auto body = read_body(c, 5000);
+    CHECK(body.end == BodyEnd::Broken);
+    CHECK(body.bytes < 100000);
+  }
+  SUBCASE("chunked") {
+    up.set_handler([](const RecordedRequest&, ResponseWriter& w) {
+      w.head(200, {{"Content-Type", "text/plain"}});
+      w.body("first chunk\n");
+      w.sleep_ms(300);
+      w.close_now();
+    });
+    Connection c = Connection::connect("127.0.0.1", kp.port);
+    c.send("GET", "/v1/svc/file", bearer(token));
+    auto head = c.read_head();
+    REQUIRE(head.status == 200);
+    auto body = read_body(c, 5000);
+    CHECK(body.end == BodyEnd::Broken);  // never the terminating zero-size chunk
+    CHECK(body.bytes == 12);
+  }
+}
+
+TEST_CASE("proxy: big upload streams through in bounded memory") {
+  const uint64_t n = big_bytes();
+  FakeUpstream up(echo());
+  up.set_store_bodies(false);
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-up"});
+  REQUIRE(kp.get("/v1/svc/warmup", bearer(token)).status == 200);
+  long idle = rss_kib(kp.proc->pid());
+  REQUIRE(idle > 0);
+
+  RssSampler sampler(kp.proc->pid());
+  Connection c = Connection::connect("127.0.0.1", kp.port, 30000);
+  c.send("POST", "/v1/svc/upload",
+         {{"Authorization", "Bearer " + token}, {"Content-Type", "application/octet-stream"},
+          {"Content-Length", std::to_string(n)}});
+  const std::string block(1 << 20, 'u');
+  for (uint64_t sent = 0; sent < n;) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(block.size(), n - sent));
+    c.send_raw(std::string_view(block).substr(0, k));
+    sent += k;
+  }
+  auto r = c.read_response();
+  long peak = sampler.finish();
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(r.json()["body_bytes"].get<uint64_t>() == n);
+  MESSAGE("upload " << n << " bytes: idle RSS " << idle << " KiB, peak " << peak << " KiB");
+  CHECK(peak - idle <= kRssSlackKib);
+}
+
+TEST_CASE("proxy: big download streams through in bounded memory") {
+  const uint64_t n = big_bytes();
+  FakeUpstream up(big_download(n));
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-down"});
+  up.set_handler(json_ok());
+  REQUIRE(kp.get("/v1/svc/warmup", bearer(token)).status == 200);
+  up.set_handler(big_download(n));
+  long idle = rss_kib(kp.proc->pid());
+  REQUIRE(idle > 0);
+
+  RssSampler sampler(kp.proc->pid());
+  Connection c = Connection::connect("127.0.0.1", kp.port, 30000);
+  c.send("GET", "/v1/svc/download", bearer(token));
+  auto head = c.read_head();
+  REQUIRE(head.status == 200);
+  CHECK(head.header("content-length") == std::to_string(n));
+  // Checks every byte against the pattern without building the whole body.
+  static const std::string pattern = download_pattern(0, (1 << 20) + 26);
+  uint64_t got = 0;
+  bool match = true;
+  CAPTURE(got);
+  while (auto chunk = c.read_chunk(10000)) {
+    for (size_t off = 0; off < chunk->size() && match;) {
+      size_t k = std::min<size_t>(1 << 20, chunk->size() - off);
+      match = std::memcmp(chunk->data() + off, pattern.data() + (got + off) % 26, k) == 0;
+      off += k;
+    }
+    got += chunk->size();
+  }
+  long peak = sampler.finish();
+  CHECK(got == n);
+  CHECK(match);
+  MESSAGE("download " << n << " bytes: idle RSS " << idle << " KiB, peak " << peak << " KiB");
+  CHECK(peak - idle <= kRssSlackKib);
+}
+
+TEST_CASE("proxy: failover to the next key before the client sees a byte") {
+  // Key A is refused (401 or 500 per subcase); key B works.
+  auto handler_for = [](int a_status) {
+    return [a_status](const RecordedRequest& req, ResponseWriter& w) {
+      if (req.header("authorization") == "Bearer sk-key-A") {
+        std::string body = R"({"error":"no"})";
+        w.head(a_status, {{"Content-Type", "application/json"},
+                          {"Content-Length", std::to_string(body.size())}});
+        w.body(body);
+        return;
+      }
+      echo()(req, w);
+    };
+  };
+  FakeUpstream up(json_ok());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}});
+  int64_t key_a = add_key(kp, "A", "sk-key-A", "t", "svc");
+  int64_t key_b = add_key(kp, "B", "sk-key-B", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+  auto a_attempts = [&] {
+    int n = 0;
+    for (const auto& r : up.requests()) n += r.header("authorization") == "Bearer sk-key-A";
+    return n;
+  };
+
+  SUBCASE("401 disables key A") {
+    up.set_handler(handler_for(401));
+    // Round-robin: within two requests one of them starts with A.
+    for (int i = 0; i < 2; ++i) {
+      CAPTURE(i);
+      auto r = kp.get("/v1/svc/x", bearer(token));
+      CHECK(r.status == 200);
+      CHECK(r.header("X-Keypool-Key-Id") == std::to_string(key_b));
+    }
+    CHECK(a_attempts() == 1);
+    json a;
+    for (int i = 0; i < 100; ++i) {  // the disable may land in the store a moment later
+      auto keys = kp.admin("GET", "/admin/keys").json()["keys"];
+      for (const auto& k : keys)
+        if (k["id"] == key_a) a = k;
+      if (a.value("enabled", true) == false || a.value("state", "") == "disabled") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CAPTURE(a.dump());
+    CHECK(a["enabled"] == false);
+    CHECK(a["state"] == "disabled");
+    // From now on only B is used.
+    for (int i = 0; i < 3; ++i) CHECK(kp.get("/v1/svc/x", bearer(token)).status == 200);
+    CHECK(a_attempts() == 1);
+  }
+  SUBCASE("500 on key A then 200 on key B") {
+    up.set_handler(handler_for(500));
+    for (int i = 0; i < 2; ++i) {
+      CAPTURE(i);
+      auto r = kp.get("/v1/svc/x", bearer(token));
+      CHECK(r.status == 200);
+      CHECK(r.header("X-Keypool-Key-Id") == std::to_string(key_b));
+    }
+    CHECK(a_attempts() >= 1);  // A may or may not be cooled after its 500
+  }
+  SUBCASE("every key failing: the client gets the upstream's last answer, not a keypool error") {
+    // Failover has nowhere left to go after B; the 500 must reach the client as it was.
+    up.set_handler([](const RecordedRequest&, ResponseWriter& w) {
+      std::string body = R"({"error":"down for everyone"})";
+      w.head(500, {{"Content-Type", "application/json"}, {"Content-Length", std::to_string(body.size())}});
+      w.body(body);
+    });
+    auto r = kp.get("/v1/svc/x", bearer(token));
+    CHECK(r.status == 500);
+    CHECK(r.body == R"({"error":"down for everyone"})");
+    CHECK(up.request_count() == 2);  // A and B, once each
+  }
+  SUBCASE("a request body beyond the replay buffer is not retried") {
+    up.set_handler([](const RecordedRequest&, ResponseWriter& w) {
+      std::string body = R"({"error":"boom"})";
+      w.head(500, {{"Content-Type", "application/json"}, {"Content-Length", std::to_string(body.size())}});
+      w.body(body);
+    });
+    up.set_store_bodies(false);
+    std::string big((1 << 20) + (256 << 10), 'b');  // 1.25 MiB > replay_buffer_bytes (1 MiB)
+    auto r = request(kp.port, "POST", "/v1/svc/upload", bearer(token), big);
+    CHECK(r.status == 500);
+    CHECK(r.body == R"({"error":"boom"})");
+    REQUIRE(up.request_count() == 1);
+    CHECK(up.requests()[0].body_bytes == big.size());
+  }
+}
+
+TEST_CASE("proxy: Upgrade requests are tunnelled after the upstream's 101") {
+  FakeUpstream up(upgrade_echo());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-ws"});
+
+  Connection c = Connection::connect("127.0.0.1", kp.port);
+  c.send("GET", "/v1/svc/ws",
+         {{"Authorization", "Bearer " + token},
+          {"Connection", "Upgrade"},
+          {"Upgrade", "websocket"},
+          {"Sec-WebSocket-Version", "13"},
+          {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}});
+  auto head = c.read_head();
+  REQUIRE(head.status == 101);
+  CHECK(header_lists_token(head.headers, "connection", "upgrade"));
+  CHECK(head.header("upgrade") == "websocket");
+
+  for (std::string msg : {std::string("hello"), std::string("\x81\x05world", 7), std::string(100000, 'w')}) {
+    CAPTURE(msg.size());
+    c.send_raw(msg);
+    std::string back;
+    while (back.size() < msg.size()) {
+      auto part = c.read_raw(msg.size() - back.size(), 5000);
+      if (part.empty()) break;  // timeout or EOF
+      back += part;
+    }
+    CHECK(back == msg);
+  }
+  REQUIRE(up.request_count() == 1);
+  auto seen = up.requests()[0];
+  CHECK(seen.path == "/ws");
+  CHECK(seen.header("upgrade") == "websocket");
+  CHECK(header_lists_token(seen.headers, "connection", "upgrade"));
+  CHECK(seen.header("authorization") == "Bearer sk-ws");
+  CHECK(seen.header("sec-websocket-key") == "dGhlIHNhbXBsZSBub25jZQ==");
+  CHECK_FALSE(upstream_saw(seen, token));
+
+  // Closing the client's side ends the tunnel: the upstream sees EOF and keypool closes.
+  c.shutdown_write();
+  CHECK(c.closed_by_peer(5000));
+}
