@@ -1,7 +1,11 @@
 #pragma once
 // A running keypool for integration tests: its own temp dir (database, services.d, log),
 // fresh secrets, an ephemeral loopback port, and shortcuts for admin calls.
+#include <doctest/doctest.h>
+
+#include <filesystem>
 #include <fstream>
+#include <vector>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -37,6 +41,28 @@ struct Keypool {
   }
   ~Keypool() {
     if (proc && proc->running()) proc->stop(SIGTERM, 10000);
+    check_logs_hold_no_secret();
+  }
+
+  // Every key value and token a test handed to or got from keypool (through admin()), plus
+  // the admin token and ENCRYPTION_KEY: none may ever appear in any log line keypool wrote,
+  // at LOG_LEVEL=debug. Checked for every Keypool the suite starts.
+  std::vector<std::string> secrets{kEncryptionKey, kAdminToken};
+  void remember_secret(const std::string& s) {
+    if (s.size() >= 8) secrets.push_back(s);
+  }
+  void check_logs_hold_no_secret() {
+    std::string all;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
+      auto name = entry.path().filename().string();
+      if (name.rfind("keypool-", 0) != 0 || entry.path().extension() != ".log") continue;
+      std::ifstream in(entry.path());
+      all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    for (const auto& s : secrets) {
+      INFO("a secret reached keypool's log (showing its length only): " << s.size());
+      CHECK(all.find(s) == std::string::npos);
+    }
   }
 
   void write_service(const std::string& name, const std::string& yaml) {
@@ -84,8 +110,14 @@ struct Keypool {
     if (!body.is_null()) {
       h.push_back({"Content-Type", "application/json"});
       b = body.dump();
+      if (body.is_object() && body.contains("key") && body["key"].is_string())
+        remember_secret(body["key"].get<std::string>());
     }
-    return request(port, method, path, h, b);
+    auto r = request(port, method, path, h, b);
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (j.is_object() && j.contains("token") && j["token"].is_string()) remember_secret(j["token"].get<std::string>());
+    if (j.is_object() && j.contains("value") && j["value"].is_string()) remember_secret(j["value"].get<std::string>());
+    return r;
   }
   Response get(const std::string& path, HeaderList h = {}) { return request(port, "GET", path, h); }
 };
