@@ -6,8 +6,8 @@
 
 namespace keypool::admin {
 
-Call::Call(Env env, router::Route route, const http::RequestHead& head, server::ResponseSink& sink)
-    : env_(env), route_(std::move(route)), head_(head), sink_(&sink), started_ns_(uv_hrtime()) {
+Call::Call(Env env, router::Route route, http::RequestHead&& head, server::ResponseSink& sink)
+    : env_(env), route_(std::move(route)), head_(std::move(head)), sink_(&sink), started_ns_(uv_hrtime()) {
   // Refuse an oversized body up front when its length is declared.
   auto limit = static_cast<uint64_t>(env_.app.cfg.limits.max_admin_body_bytes);
   if (head_.content_length && *head_.content_length > limit)
@@ -122,9 +122,9 @@ void Call::in_store(std::function<Result<Reply>(store::Store&)> job) {
 }
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
-                                                     const http::RequestHead& head,
+                                                     http::RequestHead&& head,
                                                      server::ResponseSink& sink) {
-  return std::make_shared<Call>(env, std::move(route), head, sink);
+  return std::make_shared<Call>(env, std::move(route), std::move(head), sink);
 }
 
 }  // namespace keypool::admin

@@ -22,7 +22,7 @@ struct Reply {
 
 class Call : public server::RequestHandler, public std::enable_shared_from_this<Call> {
  public:
-  Call(Env env, router::Route route, const http::RequestHead& head, server::ResponseSink& sink);
+  Call(Env env, router::Route route, http::RequestHead&& head, server::ResponseSink& sink);
 
   // RequestHandler
   void on_body(std::string_view data) override;

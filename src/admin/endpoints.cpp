@@ -74,8 +74,10 @@ void lease_for_get_key(std::shared_ptr<Call> c, pool::Query q, int64_t token_id,
   app.pool.release(*lease);
   c->note_key(lease->key_id);
   int64_t now = app.clock.now_ms();
-  app.recorder.audit(audit_row(*c, "key.handout", std::to_string(lease->key_id),
-                               {{"feature", q.feature}, {"tier", lease->tier}}));
+  // Built by hand: this runs for every hand-out. Feature and tier names are restricted to
+  // [A-Za-z0-9_.-] when tiers are created, so they need no JSON escaping.
+  app.recorder.audit(store::AuditRow{0, now, c->actor(), "key.handout", std::to_string(lease->key_id),
+                                     "{\"feature\":\"" + q.feature + "\",\"tier\":\"" + lease->tier + "\"}"});
   app.recorder.usage(store::UsageDelta{lease->key_id, token_id, 1, 0, 0, 0, 0, now, ""});
   c->reply(200, {{"key_id", lease->key_id}, {"name", lease->key_name},
                  {"value", std::string(lease->value->view())}, {"tier", lease->tier}});

@@ -48,11 +48,12 @@ class Factory final : public server::HandlerFactory {
     }
     if (route->kind == router::RouteKind::Proxy) {
       sink.note_service(route->service);
-      return proxy::make_handler(proxy::Env{app_, worker_, client_}, std::move(route.value()), head, sink);
+      return proxy::make_handler(proxy::Env{app_, worker_, client_}, std::move(route.value()), std::move(head), sink);
     }
     if (head.upgrade)
       return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "upgrades are only proxied under /v1/");
-    return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), head, sink);
+    return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), std::move(head),
+                               sink);
   }
 
  private:

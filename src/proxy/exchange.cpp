@@ -53,9 +53,9 @@ class ProxyExchange::UpstreamSide final : public upstream::ExchangeHandler {
   ProxyExchange& x_;
 };
 
-ProxyExchange::ProxyExchange(Env env, router::Route route, const http::RequestHead& head,
+ProxyExchange::ProxyExchange(Env env, router::Route route, http::RequestHead&& head,
                              server::ResponseSink& sink)
-    : env_(env), route_(std::move(route)), head_(head), sink_(&sink) {
+    : env_(env), route_(std::move(route)), head_(std::move(head)), sink_(&sink) {
   started_ns_ = uv_hrtime();
   up_handler_ = std::make_unique<UpstreamSide>(*this);
   if (head_.chunked) framing_ = rewrite::BodyFraming::Chunked;
@@ -481,9 +481,9 @@ void ProxyExchange::record_metrics() {
 }
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
-                                                     const http::RequestHead& head,
+                                                     http::RequestHead&& head,
                                                      server::ResponseSink& sink) {
-  auto x = std::make_shared<ProxyExchange>(env, std::move(route), head, sink);
+  auto x = std::make_shared<ProxyExchange>(env, std::move(route), std::move(head), sink);
   x->begin();
   return x;
 }

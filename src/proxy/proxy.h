@@ -23,7 +23,7 @@ struct Env {
 };
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
-                                                     const http::RequestHead& head,
+                                                     http::RequestHead&& head,
                                                      server::ResponseSink& sink);
 
 }  // namespace keypool::proxy

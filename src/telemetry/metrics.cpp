@@ -12,7 +12,6 @@ std::string fmt_double(double v) {
   return buf;
 }
 
-std::string status_class(int status) { return std::to_string(status / 100) + "xx"; }
 
 }  // namespace
 
@@ -39,10 +38,16 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += name + "_count{" + labels + "} " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
 }
 
-void Metrics::request(const std::string& service, const std::string& route, int status, double seconds) {
+void Metrics::request(std::string_view service, std::string_view route, int status, double seconds) {
+  size_t r = 0;
+  while (r < kRoutes.size() && kRoutes[r] != route) ++r;
+  if (r == kRoutes.size()) r = 2;  // unknown kinds count as admin
+  size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;
+  latency_[r].observe(seconds);
   std::lock_guard<std::mutex> lock(mu_);
-  requests_[{service, route, status_class(status)}]++;
-  latency_[route].observe(seconds);
+  auto it = requests_.find(service);
+  if (it == requests_.end()) it = requests_.emplace(std::string(service), RouteCounts{}).first;
+  it->second[r][cls]++;
 }
 
 void Metrics::upstream(const std::string& service, double seconds) {
@@ -70,13 +75,17 @@ std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {
   std::string out;
   out += "# HELP keypool_requests_total Requests answered, by service, route kind and status class.\n";
   out += "# TYPE keypool_requests_total counter\n";
-  for (const auto& [k, v] : requests_)
-    out += "keypool_requests_total{service=\"" + k.a + "\",route=\"" + k.b + "\",status=\"" + k.c +
-           "\"} " + std::to_string(v) + "\n";
+  for (const auto& [svc, counts] : requests_)
+    for (size_t r = 0; r < kRoutes.size(); ++r)
+      for (size_t cls = 0; cls < 6; ++cls)
+        if (counts[r][cls])
+          out += "keypool_requests_total{service=\"" + svc + "\",route=\"" + std::string(kRoutes[r]) +
+                 "\",status=\"" + (cls ? std::to_string(cls) + "xx" : std::string("other")) + "\"} " +
+                 std::to_string(counts[r][cls]) + "\n";
   out += "# HELP keypool_request_duration_seconds Time from request head to response end.\n";
   out += "# TYPE keypool_request_duration_seconds histogram\n";
-  for (const auto& [route, h] : latency_)
-    h.render(out, "keypool_request_duration_seconds", "route=\"" + route + "\"");
+  for (size_t r = 0; r < kRoutes.size(); ++r)
+    latency_[r].render(out, "keypool_request_duration_seconds", "route=\"" + std::string(kRoutes[r]) + "\"");
   out += "# HELP keypool_upstream_duration_seconds Time from upstream request to response head.\n";
   out += "# TYPE keypool_upstream_duration_seconds histogram\n";
   for (const auto& [svc, h] : upstream_latency_)

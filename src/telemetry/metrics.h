@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace keypool::telemetry {
@@ -28,7 +29,7 @@ class Histogram {
 class Metrics {
  public:
   // A request finished: route kind is health|key|admin|proxy|metrics.
-  void request(const std::string& service, const std::string& route, int status, double seconds);
+  void request(std::string_view service, std::string_view route, int status, double seconds);
   void upstream(const std::string& service, double seconds);
   void upstream_error(const std::string& service, const std::string& kind);
   void failover(const std::string& service);
@@ -42,9 +43,13 @@ class Metrics {
     std::string a, b, c;
     bool operator<(const Key& o) const { return std::tie(a, b, c) < std::tie(o.a, o.b, o.c); }
   };
+  // Route kinds are a fixed set, so per-request counting needs no allocation: counts live in
+  // an array per service, found by string_view (std::less<> allows that lookup).
+  static constexpr std::array<std::string_view, 5> kRoutes = {"health", "key", "admin", "metrics", "proxy"};
+  using RouteCounts = std::array<std::array<uint64_t, 6>, kRoutes.size()>;  // [route][status/100]
   mutable std::mutex mu_;
-  std::map<Key, uint64_t> requests_;      // service, route, status class
-  std::map<std::string, Histogram> latency_;           // by route
+  std::map<std::string, RouteCounts, std::less<>> requests_;  // by service ("" for non-proxy)
+  std::array<Histogram, kRoutes.size()> latency_;             // by route, lock-free
   std::map<std::string, Histogram> upstream_latency_;  // by service
   std::map<Key, uint64_t> upstream_errors_;  // service, kind
   std::map<std::string, uint64_t> failovers_;
