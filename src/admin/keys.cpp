@@ -73,7 +73,10 @@ nlohmann::json key_json(const store::KeyRow& k, const std::optional<pool::KeySta
                      {"cost", usage->cost},
                      {"last_used_at", usage->last_used_at ? nlohmann::json(iso_time(usage->last_used_at)) : nlohmann::json(nullptr)},
                      {"last_error", usage->last_error}};
-    if (k.balance_total) j["balance_left"] = *k.balance_total - usage->cost;
+    // A balance in tokens can be tracked from the usage upstreams report; a balance in
+    // money would need prices keypool does not have, so it is shown as configured only.
+    if (k.balance_total && k.balance_unit == "tokens")
+      j["balance_left"] = *k.balance_total - static_cast<double>(usage->input_tokens + usage->output_tokens);
   }
   return j;
 }

@@ -223,6 +223,7 @@ void Connection::on_request_head(http::RequestHead&& head) {
   head_sent_ = false;
   status_ = 0;
   key_id_ = 0;
+  keys_tried_.clear();
   service_.clear();
   bytes_out_ = 0;
   started_ns_ = uv_hrtime();
@@ -607,6 +608,7 @@ void Connection::log_access() {
                        {"status", status_},
                        {"duration_ms", ms},
                        {"key_id", key_id_},
+                       {"failed_over_from", keys_tried_},
                        {"service", service_},
                        {"bytes_out", static_cast<int64_t>(bytes_out_)},
                        {"peer", peer_}});

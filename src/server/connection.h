@@ -50,7 +50,11 @@ class Connection final : public ResponseSink,
   size_t queued_bytes() const override { return out_.size() + in_flight_; }
   void pause_read() override;
   void resume_read() override;
-  void note_key(int64_t key_id) override { key_id_ = key_id; }
+  void note_key(int64_t key_id) override {
+    // Every key an exchange tried shows in its access line: failovers are visible there.
+    if (key_id_ != 0 && key_id_ != key_id) keys_tried_ += (keys_tried_.empty() ? "" : ",") + std::to_string(key_id_);
+    key_id_ = key_id;
+  }
   void note_service(std::string_view s) override { service_ = s; }
   std::string_view peer() const override { return peer_; }
 
@@ -120,6 +124,7 @@ class Connection final : public ResponseSink,
   std::string method_, path_, service_, peer_;
   int status_ = 0;
   int64_t key_id_ = 0;
+  std::string keys_tried_;  // earlier keys of this exchange (failover), "1,4"; ids only
   uint64_t started_ns_ = 0;
   uint64_t bytes_out_ = 0;
 };
