@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Configures and builds keypool with CMake + Ninja into build/ (RelWithDebInfo).
-# Env: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), JOBS (default 2),
+# Configures and builds keypool with CMake + Ninja into build/ (Release, as the .deb is).
+# Env: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default 2),
 # extra CMake arguments as script arguments, e.g. `bash packaging/build.sh -DKEYPOOL_SANITIZE=ON`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 build_dir=${BUILD_DIR:-build}
-build_type=${BUILD_TYPE:-RelWithDebInfo}
+build_type=${BUILD_TYPE:-Release}
 jobs=${JOBS:-2}
 
 # A build dir configured earlier with another generator (e.g. Unix Makefiles) makes CMake

@@ -37,6 +37,13 @@ npm_deps() {
   fi
 }
 
+deb_package() {
+  local rc=0
+  KEYPOOL_DEB_BUILD_DIR=build bash tests/packaging/deb_test.sh || rc=$?
+  [[ $rc -eq 77 ]] && { echo "deb package test skipped (not root, or keypool already installed here)"; return 0; }
+  return "$rc"
+}
+
 meson_setup() {
   if [[ -f builddir/build.ninja ]]; then
     # --reconfigure also picks up source files added since (meson.build lists them at setup).
@@ -53,6 +60,8 @@ fi
 stage "cmake build" env JOBS="$jobs" bash packaging/build.sh
 if [[ " ${failed[*]} " != *" cmake build "* ]]; then
   stage "ctest" ctest --test-dir build --output-on-failure
+  # The .deb from the same (Release) build: installed with dpkg on this machine, run, purged.
+  stage "deb package" deb_package
 fi
 
 # Both test suites run under Meson too: the integration suite starts the real binary the
