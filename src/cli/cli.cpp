@@ -32,7 +32,9 @@ int check_config(const Options& o) {
   int problems = 0;
   auto cfg = config::load_config(o.config_path, o.config_explicit, real_env());
   if (!cfg) {
-    std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
+    // Name every problem, not just the first, so one edit fixes them all.
+    for (const auto& p : config::config_problems(o.config_path, o.config_explicit, real_env()))
+      std::fprintf(stderr, "%s\n", p.c_str());
     return kUsage;
   }
   auto services = config::load_services_dir(cfg->services_dir);

@@ -304,14 +304,19 @@ std::optional<std::string> read_file(const std::string& path, int* err) {
   return text;
 }
 
-Result<void> apply_env_overrides(Config& c, const GetEnv& getenv) {
+// all: when given, every bad variable is reported there instead of stopping at the first.
+Result<void> apply_env_overrides(Config& c, const GetEnv& getenv, std::vector<std::string>* all = nullptr) {
   for (const Field& f : kFields) {
     if (f.env.empty()) continue;
     const char* v = getenv(std::string(f.env).c_str());
     // Set-but-empty is applied like any value: METRICS_LISTEN= turns the listener off,
     // SERVER_PORT= is an error rather than a silent default.
     if (!v) continue;
-    if (Problem p = f.apply(c, std::string_view(v))) return field_error("env", f.env, *p);
+    if (Problem p = f.apply(c, std::string_view(v))) {
+      auto e = field_error("env", f.env, *p);
+      if (!all) return e;
+      all->push_back(e.message);
+    }
   }
   return Ok{};
 }
@@ -382,6 +387,22 @@ Result<Config> load_config(const std::string& path, bool path_required, const Ge
   if (auto r = apply_encryption_key(c, getenv("ENCRYPTION_KEY")); !r) return r.error();
   if (auto r = apply_admin_token(c, getenv("ADMIN_TOKEN")); !r) return r.error();
   return c;
+}
+
+std::vector<std::string> config_problems(const std::string& path, bool path_required, const GetEnv& getenv) {
+  std::vector<std::string> out;
+  Config c;
+  int err = 0;
+  std::optional<std::string> text = read_file(path, &err);
+  if (text) {
+    if (auto r = apply_yaml(c, path, *text); !r) out.push_back(r.error().message);
+  } else if (err != ENOENT || path_required) {
+    out.push_back(field_error(path, "", std::string("cannot read config file: ") + std::strerror(err)).message);
+  }
+  (void)apply_env_overrides(c, getenv, &out);
+  if (auto r = apply_encryption_key(c, getenv("ENCRYPTION_KEY")); !r) out.push_back(r.error().message);
+  if (auto r = apply_admin_token(c, getenv("ADMIN_TOKEN")); !r) out.push_back(r.error().message);
+  return out;
 }
 
 }  // namespace keypool::config

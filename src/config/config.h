@@ -70,5 +70,8 @@ struct Config {
 // and never contains a secret's value.
 using GetEnv = std::function<const char*(const char*)>;
 Result<Config> load_config(const std::string& path, bool path_required, const GetEnv& getenv);
+// For check-config: every problem load_config would stop at, one line each (the file's
+// first problem, each bad environment variable, each missing or malformed secret).
+std::vector<std::string> config_problems(const std::string& path, bool path_required, const GetEnv& getenv);
 
 }  // namespace keypool::config

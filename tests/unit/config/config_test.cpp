@@ -370,3 +370,17 @@ TEST_CASE("config: the shipped config/keypool.yaml loads and equals the defaults
   CHECK(r->proxy.write_high_watermark == d.proxy.write_high_watermark);
   CHECK(r->proxy.extra_ca_file == d.proxy.extra_ca_file);
 }
+
+TEST_CASE("config: config_problems names every problem, not just the first") {
+  Env env;
+  env.vars = {{"SERVER_PORT", "99999"}, {"LOG_LEVEL", "loud"}};
+  TempYaml f("server:\n  workers: 0\n");
+  auto problems = cfg::config_problems(f.path, true, env.fn());
+  REQUIRE(problems.size() == 5);
+  CHECK(problems[0] == f.path + ": server.workers: must be an integer between 1 and 64");
+  CHECK(problems[1] == "env: SERVER_PORT: must be an integer between 0 and 65535");
+  CHECK(problems[2] == "env: LOG_LEVEL: must be one of debug, info, warn, error");
+  CHECK(problems[3].rfind("env: ENCRYPTION_KEY: required", 0) == 0);
+  CHECK(problems[4].rfind("env: ADMIN_TOKEN: required", 0) == 0);
+  CHECK(cfg::config_problems(kMissing, false, Env().fn()).empty());
+}
