@@ -1,6 +1,10 @@
 #include "config/parse_util.h"
 
+#include <yaml-cpp/eventhandler.h>
+
+#include <cstdio>
 #include <set>
+#include <sstream>
 
 namespace keypool::config {
 
@@ -36,19 +40,47 @@ std::string quote(std::string_view text) {
   return out;
 }
 
+// Counts documents without building them (yaml-cpp's node builder is not public).
+class IgnoreEvents final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
 Result<YAML::Node> load_yaml_document(std::string_view text, const std::string& source) {
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(text));
-    if (docs.empty()) return YAML::Node();
-    if (docs.size() > 1) {
-      return field_error(source, "",
-                         "expected one YAML document, found " + std::to_string(docs.size()));
-    }
-    return docs.front();
+    // Not YAML::LoadAll: on some inputs (a lone ",") yaml-cpp 0.7 yields empty documents
+    // forever without consuming input. Two documents are enough to refuse the file.
+    std::stringstream in{std::string(text)};
+    YAML::Parser parser(in);
+    IgnoreEvents ignore;
+    int docs = 0;
+    while (docs < 2 && parser.HandleNextDocument(ignore)) ++docs;
+    if (docs == 0) return YAML::Node();
+    if (docs > 1) return field_error(source, "", "expected one YAML document, found more");
+    return YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    // yaml-cpp's lines are 0-based; editors count from 1.
+    // yaml-cpp's lines are 0-based; editors count from 1. Its message may quote a raw
+    // control byte: escape it so the error stays on one line.
     std::string where = "line " + std::to_string(e.mark.line + 1);
-    return field_error(source, where, "invalid YAML: " + e.msg);
+    std::string msg;
+    for (unsigned char c : e.msg) {
+      if (c < 0x20 || c == 0x7f) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        msg += buf;
+      } else {
+        msg.push_back(static_cast<char>(c));
+      }
+    }
+    return field_error(source, where, "invalid YAML: " + msg);
   } catch (const std::exception& e) {
     return field_error(source, "", std::string("invalid YAML: ") + e.what());
   }

@@ -16,6 +16,14 @@ struct RequestParser::Impl {
   std::string field, value;
   bool in_value = false;
   size_t head_bytes = 0;
+  bool failed = false;  // a check of ours set `error`
+  // For spotting obs-fold, which llhttp accepts: the bytes being fed, the last non-blank byte
+  // of the previous feed, and whether the current value's last span ended before the end of
+  // its bytes (llhttp ends a span there only at a line break; the next span is then a fold).
+  const char* feed_begin = nullptr;
+  const char* feed_end = nullptr;
+  char last_fed = 0;
+  bool value_span_cut = false;
   bool in_message = false;
   bool head_done = false;
 
@@ -23,6 +31,7 @@ struct RequestParser::Impl {
 
   int fail(int status, std::string code, std::string message) {
     error = ParseError{status, std::move(code), std::move(message)};
+    failed = true;
     return HPE_USER;
   }
 
@@ -37,6 +46,9 @@ struct RequestParser::Impl {
 
   int commit_header() {
     if (!in_value) return 0;
+    // ": " and CRLF, once per header: llhttp may call on_header_field several times for
+    // one name split across reads, which must not change what counts.
+    if (int rc = count(4)) return rc;
     if (head.headers.size() >= limits.max_header_count)
       return fail(431, "too_many_headers",
                   "more than " + std::to_string(limits.max_header_count) + " header fields");
@@ -58,6 +70,8 @@ struct RequestParser::Impl {
     s->value.clear();
     s->in_value = false;
     s->head_bytes = 0;
+    s->failed = false;
+    s->value_span_cut = false;
     return 0;
   }
   static int on_url(llhttp_t* p, const char* at, size_t len) {
@@ -73,20 +87,36 @@ struct RequestParser::Impl {
     s->head.method.append(at, len);
     return s->count(len);
   }
+  // True when only blanks stand between `at` and a line break: `at` starts a continuation line.
+  bool follows_line_break(const char* at) const {
+    const char* q = at;
+    while (q > feed_begin && (q[-1] == ' ' || q[-1] == '\t')) --q;
+    char before = q > feed_begin ? q[-1] : last_fed;
+    return before == '\n' || before == '\r';
+  }
+
   static int on_header_field(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
+    s->value_span_cut = false;
     if (int rc = s->commit_header()) return rc;
     s->field.append(at, len);
-    return s->count(len + 4);  // ": " and CRLF
+    return s->count(len);
   }
   static int on_header_value(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
+    // RFC 9112 §5.2 lets a server refuse obs-fold; a proxy that unfolds differently from the
+    // next hop is one more way to disagree about a header, so refuse it.
+    if (len == 0) return 0;  // llhttp marks an empty value so, after its line break
+    if (s->value_span_cut || s->follows_line_break(at))
+      return s->fail(400, "bad_header", "obs-fold (a header line starting with whitespace)");
+    s->value_span_cut = at + len != s->feed_end;
     s->in_value = true;
     s->value.append(at, len);
     return s->count(len);
   }
   static int on_header_value_complete(llhttp_t* p) {
     Impl* s = self(p);
+    s->value_span_cut = false;
     s->in_value = true;  // an empty value still makes a header
     return s->commit_header();
   }
@@ -172,7 +202,20 @@ RequestParser::~RequestParser() = default;
 RequestParser::Status RequestParser::feed(std::string_view data, size_t* consumed) {
   *consumed = 0;
   if (data.empty()) return Status::NeedMore;
+  impl_->feed_begin = data.data();
+  impl_->feed_end = data.data() + data.size();
   llhttp_errno_t rc = llhttp_execute(&impl_->parser, data.data(), data.size());
+  // A fold split across reads has its line break in an earlier feed: remember the last
+  // non-blank byte the parser took (it stops early only at a pause or an error).
+  const char* stop = rc == HPE_OK ? impl_->feed_end : llhttp_get_error_pos(&impl_->parser);
+  for (const char* q = stop; q && q > impl_->feed_begin; --q)
+    if (q[-1] != ' ' && q[-1] != '\t') {
+      impl_->last_fed = q[-1];
+      break;
+    }
+  // A check that fails in on_headers_complete surfaces as HPE_CB_HEADERS_COMPLETE, not
+  // HPE_USER: keep the status, code and message the check chose (a 431, bad_framing...).
+  if (impl_->failed && rc != HPE_OK && rc != HPE_PAUSED && rc != HPE_PAUSED_UPGRADE) return Status::Error;
   switch (rc) {
     case HPE_OK:
       *consumed = data.size();
@@ -187,6 +230,12 @@ RequestParser::Status RequestParser::feed(std::string_view data, size_t* consume
       return Status::Error;  // error already filled in by a check
     case HPE_INVALID_VERSION:
       impl_->error = ParseError{400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported"};
+      return Status::Error;
+    case HPE_UNEXPECTED_CONTENT_LENGTH:  // Content-Length next to Transfer-Encoding
+    case HPE_INVALID_CONTENT_LENGTH:     // repeated or malformed
+    case HPE_INVALID_TRANSFER_ENCODING:
+      impl_->error = ParseError{400, "bad_framing",
+                                std::string("malformed request: ") + llhttp_get_error_reason(&impl_->parser)};
       return Status::Error;
     case HPE_INVALID_METHOD:
       impl_->error = ParseError{400, "bad_method", "invalid request method"};

@@ -83,6 +83,16 @@ struct ResponseParser::Impl {
   // Return values (llhttp): 0 continue, 1 no body, 2 no body and stop as an upgrade.
   int on_headers_complete() {
     head.status = llhttp_get_status_code(&parser);
+    // llhttp takes any 1-3 digit code and any version; relaying "HTTP/1.1 2" or an
+    // HTTP/0.9 answer would hand the client something no HTTP/1.1 peer sends.
+    if (head.status < 100 || head.status > 599) {
+      error = "invalid status code " + std::to_string(head.status);
+      return HPE_USER;
+    }
+    if (llhttp_get_http_major(&parser) != 1 || llhttp_get_http_minor(&parser) > 1) {
+      error = "unsupported HTTP version in response";
+      return HPE_USER;
+    }
     if (head.status >= 100 && head.status < 200 && head.status != 101) {
       // 100 Continue, 102, 103 Early Hints: not the answer; the real head follows.
       interim = true;

@@ -469,7 +469,8 @@ TEST_CASE("200 concurrent GET /key never over-serve the budget") {
   CHECK(limited.load() == 185);
   CHECK(other.load() == 0);
   CHECK(bad_value.load() == 0);
-  for (auto& [id, v] : values) {
+  for (auto& kv : values) {
+    const auto& id = kv.first;  // a named copy: clang < 16 cannot capture structured bindings
     CAPTURE(id);
     CHECK(per_key[id] == 5);
   }

@@ -315,7 +315,8 @@ TEST_CASE("config: YAML validation messages") {
       {"ENCRYPTION_KEY: 00",
        "F: ENCRYPTION_KEY: secrets are read only from the environment; remove it and set "
        "ENCRYPTION_KEY"},
-      {"server: {port: 1}\n---\nserver: {port: 2}", "F: expected one YAML document, found 2"},
+      {"server: {port: 1}\n---\nserver: {port: 2}", "F: expected one YAML document, found more"},
+      {",\n", "F: expected one YAML document, found more"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.yaml);

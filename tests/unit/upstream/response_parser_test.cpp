@@ -153,6 +153,17 @@ TEST_CASE("response parser: malformed input and limits are errors") {
   p.reset(false);
   r = p.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
   CHECK(r.status == ParseStatus::Error);
+  // Found by fuzz_response: llhttp accepts these; keypool must not relay them.
+  p.reset(false);
+  r = p.feed("HTTP/1.1 2\r\nContent-Length: 0\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(r.error.find("invalid status code") != std::string::npos);
+  p.reset(false);
+  r = p.feed("HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  p.reset(false);
+  r = p.feed("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+  CHECK(r.status == ParseStatus::Complete);
 
   ResponseParser small(&rec, ResponseLimits{100, 3});
   r = small.feed("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");

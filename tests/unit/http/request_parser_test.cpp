@@ -1,0 +1,100 @@
+// RequestParser: llhttp plus the framing rules and limits keypool enforces itself.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "http/request_parser.h"
+
+using keypool::http::RequestHead;
+using keypool::http::RequestParser;
+using Status = RequestParser::Status;
+
+namespace {
+
+struct Events : RequestParser::Events {
+  std::vector<RequestHead> heads;
+  std::string body;
+  int complete = 0;
+  void on_request_head(RequestHead&& h) override { heads.push_back(std::move(h)); }
+  void on_request_body(std::string_view d) override { body.append(d); }
+  void on_request_complete() override { ++complete; }
+};
+
+// Feeds `bytes` in pieces of `step`; returns the last status and the parse error status.
+struct Run {
+  Status status = Status::NeedMore;
+  int error_status = 0;
+};
+Run feed(RequestParser& p, const std::string& bytes, size_t step) {
+  Run r;
+  for (size_t i = 0; i < bytes.size(); i += step) {
+    std::string_view piece(bytes.data() + i, std::min(step, bytes.size() - i));
+    size_t used = 0;
+    r.status = p.feed(piece, &used);
+    if (r.status == Status::Error) {
+      r.error_status = p.error().status;
+      return r;
+    }
+    if (r.status == Status::Paused) return r;
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("request parser: pauses after each message so pipelined requests wait their turn") {
+  Events ev;
+  RequestParser p({}, &ev);
+  std::string two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  size_t used = 0;
+  CHECK(p.feed(two, &used) == Status::Paused);
+  CHECK(used == two.size() / 2);
+  REQUIRE(ev.heads.size() == 1);
+  CHECK(ev.heads[0].target == "/a");
+  p.resume();
+  CHECK(p.feed(std::string_view(two).substr(used), &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 2);
+  CHECK(ev.heads[1].target == "/b");
+}
+
+TEST_CASE("request parser: ambiguous framing is refused with 400") {
+  const char* cases[] = {
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "GET / HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+      "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+  };
+  for (const char* c : cases) {
+    Events ev;
+    RequestParser p({}, &ev);
+    auto r = feed(p, c, 1 << 20);
+    INFO(c);
+    CHECK(r.status == Status::Error);
+    CHECK(r.error_status == 400);
+    CHECK(ev.heads.empty());
+  }
+}
+
+TEST_CASE("request parser: the header limit counts the same however the bytes arrive") {
+  RequestParser::Limits limits;
+  limits.max_header_bytes = 600;
+  std::string req = "GET / HTTP/1.1\r\nHost: x\r\n" + std::string(200, 'n') + ": v\r\n\r\n";
+  for (size_t step : {size_t(1), size_t(7), req.size()}) {
+    Events ev;
+    RequestParser p(limits, &ev);
+    auto r = feed(p, req, step);
+    INFO("step " << step);
+    CHECK(r.status == Status::Paused);
+    CHECK(ev.heads.size() == 1);
+  }
+  std::string big = "GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(700, 'v') + "\r\n\r\n";
+  Events ev;
+  RequestParser p(limits, &ev);
+  CHECK(feed(p, big, 13).error_status == 431);
+}
