@@ -15,6 +15,12 @@ packages=(
   openssl curl ca-certificates
 )
 
+# --test: what only the test command needs: clang-14 with its sanitizer and libFuzzer
+# runtimes for fuzz/run.sh (the ASan+UBSan build of the whole suite).
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(clang-14 libclang-rt-14-dev)
+fi
+
 # Node.js for tests/sdk: Debian's nodejs + npm only when there is no `node` at all (a
 # NodeSource or nvm install is left alone: Debian's npm would conflict with it).
 if ! command -v node >/dev/null 2>&1; then

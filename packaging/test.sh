@@ -5,6 +5,7 @@
 #   3. CMake + Ninja into build/, then ctest (its summary is what CI reads)
 #   4. Meson into builddir/, then meson test: both build files must build and test the
 #      same tree.
+#   5. fuzz/run.sh: a clang ASan+UBSan build running the whole suite, then the fuzzers.
 # Every stage after 1 runs even when an earlier one failed, so one run shows everything;
 # the exit status is non-zero if any stage failed. Env: JOBS (default 2).
 set -uo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 jobs=${JOBS:-2}
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 
-bash packaging/install-deps.sh || exit 1
+bash packaging/install-deps.sh --test || exit 1
 
 failed=()
 started=$SECONDS
@@ -73,6 +74,12 @@ if [[ " ${failed[*]} " != *" meson setup "* ]]; then
     stage "meson test" meson test -C builddir --print-errorlogs
   fi
 fi
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang), then each
+# libFuzzer harness for a few seconds over its seed corpus. Big transfers are smaller here:
+# ASan makes each byte dearer and the 1 GiB runs already ran above.
+stage "sanitizers + fuzz" env KEYPOOL_BIG_BYTES=268435456 FUZZ_SECONDS="${FUZZ_SECONDS:-8}" JOBS="$jobs" \
+  bash fuzz/run.sh build-sanitize
 
 echo
 if [[ ${#failed[@]} -gt 0 ]]; then
