@@ -279,6 +279,11 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   streaming_ = true;
   bool switching = tunnel_ && head.status == 101;
   auto headers = client_response_headers(head.headers, switching);
+  if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_.tier, env_.app.clock.now_ms())) {
+    // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
+    http::remove_header(headers, "retry-after");
+    headers.push_back({"Retry-After", "1"});
+  }
   headers.push_back({"X-Keypool-Key-Id", std::to_string(lease_->key_id)});
   usage_ = std::make_unique<UsageTap>(http::find_header(head.headers, "content-type").value_or(""));
   if (switching) {
@@ -386,10 +391,18 @@ void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
     size_t pool_keys = 0;
     for (const auto& st : app.pool.statuses())
       pool_keys += st.info.service == svc_->name && st.info.tier == token_.tier;
-    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, pool_keys)) {
+    std::vector<int64_t> storm_keys;
+    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, pool_keys, &storm_keys)) {
       // Most keys hit 429 together: the limit is on our address, not on the keys.
       // Keep the keys usable; the client gets the 429 with a short Retry-After.
       ms = std::min<int64_t>(ms, 1000);
+      // The keys that answered 429 before the storm showed were cooled for the full wait:
+      // bring them down to the same short cooldown.
+      for (int64_t k : storm_keys) {
+        if (k == id) continue;
+        app.pool.cool_down(k, 0);
+        app.pool.cool_down(k, now + ms);
+      }
     }
     app.pool.cool_down(id, now + ms);
     app.recorder.audit({0, now, "system", "key.cooldown", std::to_string(id),

@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "ratelimit/sliding_log.h"
 
@@ -42,7 +43,9 @@ class StormDetector {
   static constexpr size_t kMinKeys = 3;
 
   // Records a 429 of key_id in pool `scope`; returns true when this makes (or continues) a storm.
-  bool note_429(const std::string& scope, int64_t key_id, int64_t now_ms, size_t pool_keys) {
+  // hit_keys (optional) receives every key with a 429 in the window while a storm is on.
+  bool note_429(const std::string& scope, int64_t key_id, int64_t now_ms, size_t pool_keys,
+                std::vector<int64_t>* hit_keys = nullptr) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& s = scopes_[scope];
     s.hits.push_back({now_ms, key_id});
@@ -51,6 +54,7 @@ class StormDetector {
     for (const auto& h : s.hits) distinct.insert(h.second);
     if (distinct.size() >= kMinKeys && distinct.size() * 2 >= std::max<size_t>(pool_keys, 1))
       s.until_ms = now_ms + kHoldMs;
+    if (hit_keys && now_ms < s.until_ms) hit_keys->assign(distinct.begin(), distinct.end());
     return now_ms < s.until_ms;
   }
   bool active(const std::string& scope, int64_t now_ms) {
