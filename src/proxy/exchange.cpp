@@ -324,7 +324,7 @@ void ProxyExchange::send_to_client(std::string_view data) {
   if (!sink_) return;
   if (mask_errors_) {
     std::string copy(data);
-    rewrite::mask_secret(copy, lease_->value->view());
+    rewrite::mask_fragments(copy, lease_->value->view());
     sink_->send_body(copy);
   } else {
     sink_->send_body(data);
@@ -338,7 +338,7 @@ void ProxyExchange::send_to_client(std::string_view data) {
 void ProxyExchange::flush_held(bool complete) {
   if (!sink_ || !mask_errors_ || held_sent_) return;
   held_sent_ = true;
-  rewrite::mask_secret(held_, lease_->value->view());
+  rewrite::mask_fragments(held_, lease_->value->view());
   if (complete) sink_->send_head(status_, held_head_, server::BodyMode::ContentLength, held_.size());
   else sink_->send_head(status_, held_head_, server::BodyMode::Stream, 0);
   if (!held_.empty()) sink_->send_body(held_);

@@ -233,4 +233,30 @@ size_t mask_secret(std::string& text, std::string_view secret) {
   return count;
 }
 
+size_t mask_fragments(std::string& text, std::string_view secret) {
+  size_t n = mask_secret(text, secret);
+  constexpr size_t kRun = 6;
+  if (secret.size() >= kRun) {
+    // Every 6-character window of the secret: a partial echo of any part of the key.
+    for (size_t i = 0; i + kRun <= secret.size(); ++i) {
+      std::string_view piece = secret.substr(i, kRun);
+      for (size_t pos = text.find(piece); pos != std::string::npos; pos = text.find(piece, pos + 3)) {
+        text.replace(pos, kRun, "***");
+        ++n;
+      }
+    }
+  }
+  if (secret.size() >= 8) {
+    // "sk-proj-****************abcd": the last four after a run of mask characters.
+    std::string_view tail = secret.substr(secret.size() - 4);
+    for (size_t pos = text.find(tail); pos != std::string::npos; pos = text.find(tail, pos + 1)) {
+      if (pos > 0 && (text[pos - 1] == '*' || text[pos - 1] == '.')) {
+        text.replace(pos, 4, "***");
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
 }  // namespace keypool::rewrite

@@ -42,6 +42,9 @@ std::string serialize_head(const UpstreamRequest& r, BodyFraming framing, uint64
 // lower-case hex), with "***". Returns how many were replaced. For buffered error bodies:
 // a streamed body split across chunks could hide an occurrence straddling the boundary.
 size_t mask_secret(std::string& text, std::string_view secret);
+// Stronger, for upstream error bodies: also masks any run of 6+ characters of the secret and
+// its last 4 characters where an upstream shows them after a mask ("sk-****abcd").
+size_t mask_fragments(std::string& text, std::string_view secret);
 
 // RFC 3986 percent-encoding of everything but unreserved characters (upper-case hex).
 std::string percent_encode(std::string_view s);

@@ -182,6 +182,11 @@ void Connection::process_input(std::string_view data) {
         }
         return;
       case http::RequestParser::Status::Upgrade:
+        if (state_ == State::Responding && response_done_) {
+          // Refused at once (CONNECT, h2c, a bad token): no tunnel follows, close.
+          turn_over();
+          return;
+        }
         inbuf_.assign(data);
         pause_bits_ |= kPauseUpgrade;
         update_reading();

@@ -312,3 +312,14 @@ TEST_CASE("rewrite: percent_encode") {
   CHECK(rw::percent_encode("AZaz09-._~") == "AZaz09-._~");
   CHECK(rw::percent_encode("a b/+=&%\xff") == "a%20b%2F%2B%3D%26%25%FF");
 }
+
+TEST_CASE("rewrite: mask_fragments hides partial echoes of the key") {
+  const std::string key = "sk-proj-abcdefghijklmnop1234";
+  std::string body = R"({"error":"Incorrect API key provided: sk-proj-****************1234. Also efghijkl."})";
+  CHECK(keypool::rewrite::mask_fragments(body, key) >= 2);
+  CHECK(body.find("1234") == std::string::npos);
+  CHECK(body.find("efghij") == std::string::npos);
+  std::string clean = R"({"error":"rate limited, try again in 1234 ms"})";
+  keypool::rewrite::mask_fragments(clean, key);
+  CHECK(clean.find("1234") != std::string::npos);  // not preceded by a mask: left alone
+}
