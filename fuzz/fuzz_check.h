@@ -17,17 +17,6 @@
 
 namespace fuzz {
 
-// Checks for findings that are reported but not fixed yet run only with FUZZ_STRICT=1 in the
-// environment, so that the default run (fuzz/run.sh, CI) fails on new problems only.
-// README.md lists them; drop the gate once src/ is fixed.
-inline bool strict() {
-  static const bool on = [] {
-    const char* v = std::getenv("FUZZ_STRICT");
-    return v && *v && *v != '0';
-  }();
-  return on;
-}
-
 inline size_t count_of(std::string_view hay, std::string_view needle) {
   if (needle.empty()) return 0;
   size_t n = 0;

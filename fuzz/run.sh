@@ -8,8 +8,7 @@
 # crashing inputs are kept in BUILD_DIR/fuzz-artifacts/.
 #
 # BUILD_DIR defaults to ${TMPDIR:-/tmp}/keypool-fuzz-build and is reused between runs.
-# Environment: FUZZ_SECONDS (per fuzzer), JOBS (build parallelism, default nproc),
-# FUZZ_STRICT=1 (also enforce the checks for known, still-open findings; see README.md).
+# Environment: FUZZ_SECONDS (per fuzzer), JOBS (build parallelism, default nproc).
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

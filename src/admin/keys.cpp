@@ -7,15 +7,6 @@
 namespace keypool::admin {
 namespace {
 
-const char* state_name(pool::KeyState s) {
-  switch (s) {
-    case pool::KeyState::Active: return "active";
-    case pool::KeyState::Disabled: return "disabled";
-    case pool::KeyState::Cooling: return "cooling";
-    case pool::KeyState::Expired: return "expired";
-  }
-  return "active";
-}
 
 // A key value goes into an HTTP header or query verbatim: visible ASCII only, so it can
 // never split a header line.
@@ -57,7 +48,7 @@ nlohmann::json key_json(const store::KeyRow& k, const std::optional<pool::KeySta
     j["balance_unit"] = k.balance_unit;
   }
   if (st) {
-    j["state"] = state_name(st->state);
+    j["state"] = pool::state_name(st->state);
     if (st->cooling_until_ms) j["cooling_until"] = iso_time(st->cooling_until_ms);
     j["inflight"] = st->inflight;
     nlohmann::json usage_j = nlohmann::json::array();

@@ -8,12 +8,25 @@
 
 namespace keypool::config {
 
+// Every config error is one line: control bytes from the input (a field name, a value,
+// the byte yaml-cpp quotes in its own message) are escaped here, in the one place all
+// errors pass through.
 Error field_error(std::string_view source, std::string_view field, std::string_view problem) {
+  std::string raw;
+  raw.append(source).append(": ");
+  if (!field.empty()) raw.append(field).append(": ");
+  raw.append(problem);
   std::string msg;
-  msg.reserve(source.size() + field.size() + problem.size() + 4);
-  msg.append(source).append(": ");
-  if (!field.empty()) msg.append(field).append(": ");
-  msg.append(problem);
+  msg.reserve(raw.size());
+  for (unsigned char c : raw) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      msg += buf;
+    } else {
+      msg.push_back(static_cast<char>(c));
+    }
+  }
   return make_error(ErrorCode::Invalid, std::move(msg));
 }
 
@@ -67,20 +80,9 @@ Result<YAML::Node> load_yaml_document(std::string_view text, const std::string& 
     if (docs > 1) return field_error(source, "", "expected one YAML document, found more");
     return YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    // yaml-cpp's lines are 0-based; editors count from 1. Its message may quote a raw
-    // control byte: escape it so the error stays on one line.
+    // yaml-cpp's lines are 0-based; editors count from 1.
     std::string where = "line " + std::to_string(e.mark.line + 1);
-    std::string msg;
-    for (unsigned char c : e.msg) {
-      if (c < 0x20 || c == 0x7f) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\x%02x", c);
-        msg += buf;
-      } else {
-        msg.push_back(static_cast<char>(c));
-      }
-    }
-    return field_error(source, where, "invalid YAML: " + msg);
+    return field_error(source, where, "invalid YAML: " + e.msg);
   } catch (const std::exception& e) {
     return field_error(source, "", std::string("invalid YAML: ") + e.what());
   }

@@ -61,6 +61,17 @@ struct Query {
 
 enum class KeyState { Active, Disabled, Cooling, Expired };
 
+// "active", "disabled", "cooling", "expired": the names the admin API and metrics show.
+inline const char* state_name(KeyState s) {
+  switch (s) {
+    case KeyState::Active: return "active";
+    case KeyState::Disabled: return "disabled";
+    case KeyState::Cooling: return "cooling";
+    case KeyState::Expired: return "expired";
+  }
+  return "active";
+}
+
 struct FeatureUsage {
   std::string feature;
   int64_t used = 0, limit = 0, reset_in_s = 0;

@@ -9,15 +9,6 @@ namespace {
 std::mutex g_conn_mu;
 std::function<std::pair<int64_t, int64_t>()> g_conn_fn;
 
-const char* state_label(pool::KeyState s) {
-  switch (s) {
-    case pool::KeyState::Active: return "active";
-    case pool::KeyState::Disabled: return "disabled";
-    case pool::KeyState::Cooling: return "cooling";
-    case pool::KeyState::Expired: return "expired";
-  }
-  return "active";
-}
 
 std::pair<int64_t, int64_t> connections() {
   std::lock_guard<std::mutex> lock(g_conn_mu);
@@ -39,8 +30,8 @@ nlohmann::json health_json(App& app) {
     auto& t = tiers[st.info.tier];
     if (t.is_null()) t = {{"total", 0}, {"active", 0}, {"disabled", 0}, {"cooling", 0}, {"expired", 0}};
     t["total"] = t["total"].get<int64_t>() + 1;
-    t[state_label(st.state)] = t[state_label(st.state)].get<int64_t>() + 1;
-    totals[state_label(st.state)]++;
+    t[pool::state_name(st.state)] = t[pool::state_name(st.state)].get<int64_t>() + 1;
+    totals[pool::state_name(st.state)]++;
   }
   auto [down, up] = connections();
   return {{"status", "ok"},
@@ -58,7 +49,7 @@ std::vector<std::string> gauge_lines(App& app) {
   std::map<std::tuple<std::string, std::string, std::string>, int64_t> by_state;
   std::map<std::pair<std::string, std::string>, int64_t> budget_left;
   for (const auto& st : app.pool.statuses()) {
-    by_state[{st.info.service.empty() ? "-" : st.info.service, st.info.tier, state_label(st.state)}]++;
+    by_state[{st.info.service.empty() ? "-" : st.info.service, st.info.tier, pool::state_name(st.state)}]++;
     bool usable = st.state == pool::KeyState::Active;
     for (const auto& u : st.usage)
       budget_left[{st.info.tier, u.feature}] += usable ? std::max<int64_t>(0, u.limit - u.used) : 0;

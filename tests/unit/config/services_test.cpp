@@ -389,3 +389,12 @@ TEST_CASE("services: JSON refusals name the field") {
   j["base_url"] = "ftp://x.y";
   CHECK(err(j) == "admin: base_url: scheme must be http or https, not 'ftp'");
 }
+
+TEST_CASE("services: an error quoting input with control bytes stays on one line") {
+  // Found by fuzz_service_yaml: a field name holding a raw control byte was echoed as is.
+  auto r = keypool::config::service_from_yaml(std::string(":\x01\x00name: n\n", 11), "services.d/x.yaml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find('\n') == std::string::npos);
+  INFO(r.error().message);
+  CHECK(r.error().message.find("\\x01") != std::string::npos);
+}
