@@ -1,6 +1,9 @@
 #include "proxy/usage.h"
 
+#include <cctype>
 #include <limits>
+#include <optional>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -48,28 +51,157 @@ void take_usage_object(const json& u, Usage& usage) {
   if (in || out) usage.found = true;
 }
 
-// Looks where each API keeps its usage object: top level (OpenAI chat/completions and
-// responses bodies, OpenAI chat chunks, Anthropic message bodies and message_delta),
-// `message.usage` (Anthropic message_start) and `response.usage` (OpenAI responses
-// events such as response.completed). Keying on where the object sits rather than on the
-// event type keeps one path for bodies and streams; events without usage fall through.
-void take_usage(const json& j, Usage& usage) {
-  if (!j.is_object()) return;
-  if (auto it = j.find("usage"); it != j.end()) take_usage_object(*it, usage);
-  for (const char* outer : {"message", "response"}) {
-    auto it = j.find(outer);
-    if (it == j.end() || !it->is_object()) continue;
-    if (auto u = it->find("usage"); u != it->end()) take_usage_object(*u, usage);
+// Walks JSON text without building a document, to find where the usage objects sit. A
+// whole-body parse into nlohmann::json cost more than everything else keypool does for a
+// small proxied chat answer; now only the usage objects themselves (a few dozen bytes)
+// reach the real parser. The walk checks the structure it passes through (strings closed,
+// brackets matched, one top-level object and nothing after it), so malformed text still
+// counts nothing; the inside of values it skips is left to whoever consumes them.
+class UsageFinder {
+ public:
+  explicit UsageFinder(std::string_view text) : t_(text) {}
+
+  // Where each API keeps its usage object: top level (OpenAI chat/completions and
+  // responses bodies, OpenAI chat chunks, Anthropic message bodies and message_delta),
+  // `message.usage` (Anthropic message_start) and `response.usage` (OpenAI responses
+  // events such as response.completed). Keying on where the object sits rather than on
+  // the event type keeps one path for bodies and streams. A repeated member: the last wins.
+  struct Found {
+    std::optional<std::string_view> top, message, response;
+  };
+
+  std::optional<Found> find() {
+    Found f;
+    bool ok = members([&](std::string_view key, std::string_view value) {
+      if (key == "usage") {
+        f.top = value;
+      } else if ((key == "message" || key == "response") && value.front() == '{') {
+        UsageFinder inner(value);
+        bool inner_ok = inner.members([&](std::string_view k, std::string_view v) {
+          if (k == "usage") (key == "message" ? f.message : f.response) = v;
+        });
+        if (!inner_ok) return false;
+      }
+      return true;
+    });
+    skip_ws();
+    if (!ok || pos_ != t_.size()) return std::nullopt;
+    return f;
   }
+
+ private:
+  // Calls fn(key, value) for each member of the object at the cursor; false when the text
+  // is not an object or fn says stop. Keys are compared raw: providers never escape them.
+  template <class Fn>
+  bool members(Fn&& fn) {
+    skip_ws();
+    if (!take('{')) return false;
+    skip_ws();
+    if (take('}')) return true;
+    for (;;) {
+      std::string_view key, value;
+      skip_ws();
+      if (!string(&key)) return false;
+      skip_ws();
+      if (!take(':')) return false;
+      skip_ws();
+      if (!skip_value(&value)) return false;
+      if constexpr (std::is_same_v<decltype(fn(key, value)), bool>) {
+        if (!fn(key, value)) return false;
+      } else {
+        fn(key, value);
+      }
+      skip_ws();
+      if (take('}')) return true;
+      if (!take(',')) return false;
+    }
+  }
+
+  bool take(char c) {
+    if (pos_ < t_.size() && t_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+
+  void skip_ws() {
+    while (pos_ < t_.size() && (t_[pos_] == ' ' || t_[pos_] == '\n' || t_[pos_] == '\r' || t_[pos_] == '\t'))
+      ++pos_;
+  }
+
+  // At an opening quote: moves past the closing one; *out is the raw text between them.
+  bool string(std::string_view* out) {
+    if (!take('"')) return false;
+    size_t start = pos_;
+    while (pos_ < t_.size()) {
+      char c = t_[pos_++];
+      if (c == '"') {
+        *out = t_.substr(start, pos_ - 1 - start);
+        return true;
+      }
+      if (c == '\\') ++pos_;  // the escaped character cannot close the string
+    }
+    return false;
+  }
+
+  // Moves past one value of any kind. Containers are matched bracket for bracket with an
+  // explicit stack, so deep nesting costs memory in proportion, never recursion.
+  bool skip_value(std::string_view* out) {
+    size_t start = pos_;
+    if (pos_ >= t_.size()) return false;
+    char c = t_[pos_];
+    if (c == '"') {
+      std::string_view ignored;
+      if (!string(&ignored)) return false;
+    } else if (c == '{' || c == '[') {
+      std::string closers;
+      while (pos_ < t_.size()) {
+        char d = t_[pos_];
+        if (d == '"') {
+          std::string_view ignored;
+          if (!string(&ignored)) return false;
+          continue;
+        }
+        ++pos_;
+        if (d == '{') closers.push_back('}');
+        else if (d == '[') closers.push_back(']');
+        else if (d == '}' || d == ']') {
+          if (closers.empty() || closers.back() != d) return false;
+          closers.pop_back();
+          if (closers.empty()) break;
+        }
+      }
+      if (!closers.empty()) return false;
+    } else {
+      // A number or a literal.
+      while (pos_ < t_.size() && (std::isalnum(static_cast<unsigned char>(t_[pos_])) || t_[pos_] == '-' ||
+                                  t_[pos_] == '+' || t_[pos_] == '.'))
+        ++pos_;
+      if (pos_ == start) return false;
+    }
+    *out = t_.substr(start, pos_ - start);
+    return true;
+  }
+
+  std::string_view t_;
+  size_t pos_ = 0;
+};
+
+void take_usage_value(std::string_view text, Usage& usage) {
+  if (text.front() != '{') return;  // OpenAI chunks carry "usage": null until the last one
+  auto j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (!j.is_discarded()) take_usage_object(j, usage);
 }
 
 void take_usage_from_text(std::string_view text, Usage& usage) {
-  // Most stream events (every content delta) carry no usage; skipping them before the
-  // JSON parser keeps a long stream cheap. Providers never escape this key.
+  // Most stream events (every content delta) carry no usage; skipping them before any
+  // walking keeps a long stream cheap. Providers never escape this key.
   if (text.find("\"usage\"") == std::string_view::npos) return;
-  auto j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded()) return;  // malformed: not ours to judge, just not counted
-  take_usage(j, usage);
+  auto found = UsageFinder(text).find();
+  if (!found) return;  // malformed: not ours to judge, just not counted
+  for (const auto& place : {found->top, found->message, found->response})
+    if (place) take_usage_value(*place, usage);
 }
 
 }  // namespace

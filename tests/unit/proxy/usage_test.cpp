@@ -230,3 +230,28 @@ TEST_CASE("usage: finish twice gives the same answer") {
   check_usage(tap.finish(), 12, 34);
   check_usage(tap.finish(), 12, 34);
 }
+
+TEST_CASE("usage: only usage objects where providers put them count, not look-alikes") {
+  // "usage" as text, deeper in the document, or inside strings with escaped quotes.
+  CHECK_FALSE(run("application/json", {R"({"content":"the \"usage\":{\"prompt_tokens\":5}"})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"choices":[{"usage":{"prompt_tokens":5}}]})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"meta":{"usage":{"prompt_tokens":5}}})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"message":{"x":{"usage":{"input_tokens":5}}}})"}).found);
+  // Strings holding brackets, braces and escaped backslashes do not confuse the walk.
+  auto u = run("application/json", {R"({"a":"}]\\","b":["{",{"c":"\"}"}],"usage":{"prompt_tokens":2,"completion_tokens":3}})"});
+  check_usage(u, 2, 3);
+  // Whitespace anywhere JSON allows it.
+  check_usage(run("application/json", {" {\n \"usage\" :\t{ \"input_tokens\" : 4 , \"output_tokens\":5 } }\r\n"}), 4, 5);
+  // Structure broken after the usage object, or trailing bytes: the body counts nothing.
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"x":[}})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1,"completion_tokens":1}} trailing)"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1}}})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage" {"prompt_tokens":1}})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"x":"unterminated, "usage":{"prompt_tokens":1}})"}).found);
+  // A repeated usage member: the last one wins, as a JSON parser keeps it.
+  check_usage(run("application/json", {R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":8,"completion_tokens":9}})"}), 8, 9);
+  // Deep nesting elsewhere is walked without recursion.
+  std::string deep = "{\"x\":" + std::string(100000, '[') + std::string(100000, ']') +
+                     ",\"usage\":{\"prompt_tokens\":6,\"completion_tokens\":7}}";
+  check_usage(run("application/json", {deep}), 6, 7);
+}
