@@ -82,6 +82,17 @@ void Call::reply(Reply r) {
   sink_->end();
 }
 
+void Call::reply_json(int status, std::string body) {
+  if (answered_ || !sink_) return;
+  answered_ = true;
+  record(status);
+  static const http::Headers kHeaders{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
+  sink_->send_head(status, kHeaders, server::BodyMode::ContentLength, body.size());
+  sink_->send_body(body);
+  explicit_bzero(body.data(), body.size());
+  sink_->end();
+}
+
 void Call::reply_text(int status, std::string content_type, std::string text) {
   if (answered_ || !sink_) return;
   answered_ = true;

@@ -44,6 +44,8 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   void reply(Reply r);
   void reply(int status, nlohmann::json body) { reply(Reply{status, std::move(body), {}}); }
   void reply_text(int status, std::string content_type, std::string text);
+  // A body already serialized as JSON; wiped after sending (it may hold a key).
+  void reply_json(int status, std::string body);
   void fail(const Error& e);
   // Runs job on the store thread; its result is answered on this worker's loop. The job
   // may also update in-memory state (pool, tokens, services): doing that on the store

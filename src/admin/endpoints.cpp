@@ -1,5 +1,6 @@
 #include "admin/endpoints.h"
 
+#include <cstring>
 #include <string_view>
 
 #include "auth/auth.h"
@@ -54,6 +55,45 @@ void admin_health(Call& c) {
   c.reply(200, state::health_json(app));
 }
 
+// Appends s as a JSON string when it is printable ASCII with nothing to escape but quotes
+// and backslashes (every real API key and most names); false otherwise.
+bool append_plain_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7F) return false;
+    if (c == '"' || c == '\\') out += '\\';
+    out += ch;
+  }
+  out += '"';
+  return true;
+}
+
+// GET /key's answer, written directly: it is built on every hand-out, and a JSON document
+// per answer cost more than the rest of the request. Anything unusual in the strings goes
+// through the JSON library instead, which escapes and replaces invalid UTF-8.
+std::string key_json(const pool::Lease& lease) {
+  std::string out;
+  out.reserve(64 + lease.key_name.size() + lease.value->view().size() + lease.tier.size());
+  out += "{\"key_id\":";
+  out += std::to_string(lease.key_id);
+  out += ",\"name\":";
+  bool plain = append_plain_json_string(out, lease.key_name);
+  out += ",\"value\":";
+  plain = plain && append_plain_json_string(out, lease.value->view());
+  out += ",\"tier\":";
+  plain = plain && append_plain_json_string(out, lease.tier);
+  out += '}';
+  if (plain) return out;
+  explicit_bzero(out.data(), out.size());
+  nlohmann::json j = {{"key_id", lease.key_id}, {"name", lease.key_name},
+                      {"value", std::string(lease.value->view())}, {"tier", lease.tier}};
+  std::string dumped = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  auto& v = j["value"].get_ref<std::string&>();
+  explicit_bzero(v.data(), v.size());
+  return dumped;
+}
+
 // Hands out a key, or (tier max_wait_ms) polls until one frees up or the wait is over.
 void lease_for_get_key(std::shared_ptr<Call> c, pool::Query q, int64_t token_id, int64_t deadline_ms) {
   auto& app = c->app();
@@ -74,13 +114,9 @@ void lease_for_get_key(std::shared_ptr<Call> c, pool::Query q, int64_t token_id,
   app.pool.release(*lease);
   c->note_key(lease->key_id);
   int64_t now = app.clock.now_ms();
-  // Built by hand: this runs for every hand-out. Feature and tier names are restricted to
-  // [A-Za-z0-9_.-] when tiers are created, so they need no JSON escaping.
-  app.recorder.audit(store::AuditRow{0, now, c->actor(), "key.handout", std::to_string(lease->key_id),
-                                     "{\"feature\":\"" + q.feature + "\",\"tier\":\"" + lease->tier + "\"}"});
+  app.recorder.handout(token_id, lease->key_id, q.feature, lease->tier, now);
   app.recorder.usage(store::UsageDelta{lease->key_id, token_id, 1, 0, 0, 0, 0, now, ""});
-  c->reply(200, {{"key_id", lease->key_id}, {"name", lease->key_name},
-                 {"value", std::string(lease->value->view())}, {"tier", lease->tier}});
+  c->reply_json(200, key_json(*lease));
 }
 
 // GET /key?feature=X: a decrypted key for callers that do not proxy. Admin token: any tier
@@ -96,16 +132,17 @@ void get_key(Call& c) {
   q.feature = *feature;
   int64_t token_id = 0;
   int64_t max_wait = 0;
-  if (auth::is_admin_token(cred->value, app.cfg.admin_token.view())) {
+  if (app.admin.matches(cred->value)) {
     c.set_actor("admin");
   } else {
-    auto tok = app.tokens.authenticate(cred->value, app.clock.now_ms());
-    if (!tok) return c.fail(tok.error());
-    q.tier = tok->tier;
-    token_id = tok->id;
-    max_wait = app.pool.tier_max_wait_ms(tok->tier).value_or(0);
+    auto found = app.tokens.authenticate(cred->value, app.clock.now_ms());
+    if (!found) return c.fail(found.error());
+    const auth::TokenInfo& tok = *found.value();
+    q.tier = tok.tier;
+    token_id = tok.id;
+    max_wait = app.pool.tier_max_wait_ms(tok.tier).value_or(0);
     c.set_actor("token:" + std::to_string(token_id));
-    if (int64_t wait = app.token_limits.acquire(token_id, tok->rpm, app.clock.now_ms()); wait > 0) {
+    if (int64_t wait = app.token_limits.acquire(token_id, tok.rpm, app.clock.now_ms()); wait > 0) {
       app.metrics.rate_limited("token");
       Error e = make_error(ErrorCode::RateLimited, "this token's rpm limit is spent");
       e.retry_after_s = (wait + 999) / 1000;
@@ -130,7 +167,7 @@ bool authorized_admin(Call& c) {
     c.fail(make_error(ErrorCode::Unauthorized, "missing admin token (Authorization: Bearer ...)"));
     return false;
   }
-  if (!auth::is_admin_token(cred->value, c.app().cfg.admin_token.view())) {
+  if (!c.app().admin.matches(cred->value)) {
     c.fail(make_error(ErrorCode::Unauthorized, "invalid admin token"));
     return false;
   }

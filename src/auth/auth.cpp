@@ -14,17 +14,38 @@
 namespace keypool::auth {
 namespace {
 
-using Digest = std::array<unsigned char, 32>;
-
-// nullopt only if OpenSSL cannot hash at all (allocation failure, no provider). Callers
-// then fail closed: a zero digest standing in would make two failures compare equal.
+// One digest context per thread, fetched and created once: EVP_Digest with EVP_sha256()
+// looks the algorithm up and allocates a context on every call, which showed up on every
+// proxied request. nullopt only if OpenSSL cannot hash at all (allocation failure, no
+// provider); callers then fail closed, since a zero digest standing in would make two
+// failures compare equal.
 std::optional<Digest> sha256(std::string_view data) {
+  struct Hasher {
+    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Hasher() {
+      EVP_MD_CTX_free(ctx);
+      EVP_MD_free(md);
+    }
+  };
+  thread_local Hasher h;
   Digest d{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), d.data(), &len, EVP_sha256(), nullptr) != 1 ||
+  if (!h.md || !h.ctx || EVP_DigestInit_ex2(h.ctx, h.md, nullptr) != 1 ||
+      EVP_DigestUpdate(h.ctx, data.data(), data.size()) != 1 || EVP_DigestFinal_ex(h.ctx, d.data(), &len) != 1 ||
       len != d.size())
     return std::nullopt;
   return d;
+}
+
+// Lower-case hex of a digest, written into the caller's buffer (no allocation).
+std::string_view hex_of(const Digest& d, std::array<char, 64>& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < d.size(); ++i) {
+    out[2 * i] = kHex[d[i] >> 4];
+    out[2 * i + 1] = kHex[d[i] & 0xF];
+  }
+  return {out.data(), out.size()};
 }
 
 // The credential after "<scheme> ": RFC 9110 allows one or more spaces; we trim the rest.
@@ -91,20 +112,29 @@ std::optional<Credential> extract_credential(const http::Headers& headers, std::
   return std::nullopt;
 }
 
-bool is_admin_token(std::string_view presented, std::string_view admin_token) {
-  // Hash both so the compare runs over 32 bytes whatever the lengths; the early return
-  // only reveals whether admin access is configured at all, which is not a secret.
-  if (admin_token.empty()) return false;
-  auto a = sha256(presented), b = sha256(admin_token);
-  if (!a || !b) return false;
-  bool equal = CRYPTO_memcmp(a->data(), b->data(), a->size()) == 0;
+AdminToken::AdminToken(std::string_view token) {
+  if (!token.empty()) digest_ = sha256(token);
+}
+
+bool AdminToken::matches(std::string_view presented) const {
+  // Hash the presented token so the compare runs over 32 bytes whatever the lengths; the
+  // early return only reveals whether admin access is configured at all, not a secret.
+  if (!digest_) return false;
+  auto d = sha256(presented);
+  if (!d) return false;
+  bool equal = CRYPTO_memcmp(d->data(), digest_->data(), d->size()) == 0;
   return equal && !presented.empty();
+}
+
+bool is_admin_token(std::string_view presented, std::string_view admin_token) {
+  return AdminToken(admin_token).matches(presented);
 }
 
 std::string hash_token(std::string_view token) {
   auto d = sha256(token);
   if (!d) return {};
-  return hex_encode(std::string_view(reinterpret_cast<const char*>(d->data()), d->size()));
+  std::array<char, 64> hex;
+  return std::string(hex_of(*d, hex));
 }
 
 void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
@@ -113,10 +143,10 @@ void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
   std::unique_lock lock(mu_);
   if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end() && old->second != hash_hex)
     by_hash_.erase(old->second);
-  if (auto prev = by_hash_.find(hash_hex); prev != by_hash_.end() && prev->second.id != info.id)
-    hash_by_id_.erase(prev->second.id);
+  if (auto prev = by_hash_.find(hash_hex); prev != by_hash_.end() && prev->second->id != info.id)
+    hash_by_id_.erase(prev->second->id);
   hash_by_id_[info.id] = hash_hex;
-  by_hash_[std::move(hash_hex)] = std::move(info);
+  by_hash_[std::move(hash_hex)] = std::make_shared<const TokenInfo>(std::move(info));
 }
 
 void TokenRegistry::remove(int64_t id) {
@@ -127,10 +157,13 @@ void TokenRegistry::remove(int64_t id) {
   hash_by_id_.erase(it);
 }
 
-Result<TokenInfo> TokenRegistry::authenticate(std::string_view presented, int64_t now_ms) const {
+Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string_view presented,
+                                                                     int64_t now_ms) const {
   if (presented.empty()) return unauthorized("invalid token");
-  std::string digest = hash_token(presented);
-  if (digest.empty()) return unauthorized("invalid token");
+  auto raw = sha256(presented);
+  if (!raw) return unauthorized("invalid token");
+  std::array<char, 64> hex;
+  std::string_view digest = hex_of(*raw, hex);
   std::shared_lock lock(mu_);
   auto it = by_hash_.find(digest);
   // The map found it by equality already; the explicit constant-time compare keeps the
@@ -138,8 +171,8 @@ Result<TokenInfo> TokenRegistry::authenticate(std::string_view presented, int64_
   if (it == by_hash_.end() || it->first.size() != digest.size() ||
       CRYPTO_memcmp(it->first.data(), digest.data(), digest.size()) != 0)
     return unauthorized("invalid token");
-  const TokenInfo& info = it->second;
-  if (info.expires_at_ms > 0 && now_ms >= info.expires_at_ms) return unauthorized("token expired");
+  const auto& info = it->second;
+  if (info->expires_at_ms > 0 && now_ms >= info->expires_at_ms) return unauthorized("token expired");
   return info;
 }
 

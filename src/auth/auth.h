@@ -6,7 +6,9 @@
 //
 // Secrets are never map keys, log fields or error text here: the registry holds only
 // digests, and comparisons of secret-derived bytes use CRYPTO_memcmp.
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -38,8 +40,21 @@ struct Credential {
 // an empty or unrecognised one is skipped. nullopt when none is present.
 std::optional<Credential> extract_credential(const http::Headers& headers, std::string_view query);
 
-// Constant time in the token contents and lengths: compares SHA-256 digests of both.
-// An empty admin_token disables admin access (always false).
+using Digest = std::array<unsigned char, 32>;
+
+// The admin token as its SHA-256, hashed once at start rather than on every request.
+// matches() is constant time in the token contents and lengths: it compares digests.
+// An empty token disables admin access (matches nothing).
+class AdminToken {
+ public:
+  explicit AdminToken(std::string_view token);
+  bool matches(std::string_view presented) const;
+
+ private:
+  std::optional<Digest> digest_;  // nullopt: admin access disabled (or hashing failed)
+};
+
+// One-off form of AdminToken(admin_token).matches(presented).
 bool is_admin_token(std::string_view presented, std::string_view admin_token);
 
 // SHA-256 of the token, lower-case hex (64 chars). What the store keeps instead of the token.
@@ -65,12 +80,21 @@ class TokenRegistry {
   void remove(int64_t id);
   // Unauthorized "invalid token" for unknown or revoked tokens; Unauthorized "token expired"
   // when expires_at_ms is set and now_ms >= it.
-  Result<TokenInfo> authenticate(std::string_view presented, int64_t now_ms) const;
+  // Shared, not copied: the proxy asks on every request, and a token's names and service
+  // list would otherwise be copied each time. An upsert replaces the entry; holders keep
+  // the version they authenticated with.
+  Result<std::shared_ptr<const TokenInfo>> authenticate(std::string_view presented, int64_t now_ms) const;
   size_t size() const;
 
  private:
   mutable std::shared_mutex mu_;
-  std::unordered_map<std::string, TokenInfo> by_hash_;   // guarded by mu_
+  // Transparent lookup: the digest of a presented token is looked up from a stack buffer.
+  struct DigestHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::shared_ptr<const TokenInfo>, DigestHash, std::equal_to<>>
+      by_hash_;                                          // guarded by mu_
   std::unordered_map<int64_t, std::string> hash_by_id_;  // guarded by mu_
 };
 

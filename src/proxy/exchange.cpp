@@ -113,12 +113,12 @@ bool ProxyExchange::authenticate() {
     return false;
   }
   token_ = std::move(tok.value());
-  if (!token_.services.empty() &&
-      std::find(token_.services.begin(), token_.services.end(), svc_->name) == token_.services.end()) {
+  if (!token_->services.empty() &&
+      std::find(token_->services.begin(), token_->services.end(), svc_->name) == token_->services.end()) {
     fail(403, "forbidden", "this token may not use service '" + svc_->name + "'");
     return false;
   }
-  if (auto wait = app.token_limits.acquire(token_.id, token_.rpm, app.clock.now_ms()); wait > 0) {
+  if (auto wait = app.token_limits.acquire(token_->id, token_->rpm, app.clock.now_ms()); wait > 0) {
     app.metrics.rate_limited("token");
     fail(429, "rate_limited", "this token's rpm limit is spent", (wait + 999) / 1000);
     return false;
@@ -129,7 +129,7 @@ bool ProxyExchange::authenticate() {
 pool::Query ProxyExchange::pool_query() const {
   pool::Query q;
   q.feature = svc_->feature;
-  q.tier = token_.tier;
+  q.tier = token_->tier;
   q.service = svc_->name;
   q.fallback_rpm = svc_->rate_limit_rpm;
   q.exclude = tried_;
@@ -154,17 +154,17 @@ ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
   switch (e.code) {
     case ErrorCode::RateLimited: {
       int64_t now = app.clock.now_ms();
-      if (wait_deadline_ms_ == 0) wait_deadline_ms_ = now + app.pool.tier_max_wait_ms(token_.tier).value_or(0);
+      if (wait_deadline_ms_ == 0) wait_deadline_ms_ = now + app.pool.tier_max_wait_ms(token_->tier).value_or(0);
       if (now + kWaitPollMs <= wait_deadline_ms_) return LeaseOutcome::Waiting;
       app.metrics.rate_limited("pool");
       fail(429, "rate_limited", "every key of this pool is at its limit; retry later", e.retry_after_s);
       break;
     }
     case ErrorCode::NotFound:
-      fail(403, "forbidden", "tier '" + token_.tier + "' does not cover service '" + svc_->name + "'");
+      fail(403, "forbidden", "tier '" + token_->tier + "' does not cover service '" + svc_->name + "'");
       break;
     default:
-      fail(503, "no_keys", "no usable key for service '" + svc_->name + "' in tier '" + token_.tier + "'");
+      fail(503, "no_keys", "no usable key for service '" + svc_->name + "' in tier '" + token_->tier + "'");
   }
   return LeaseOutcome::Answered;
 }
@@ -279,7 +279,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   streaming_ = true;
   bool switching = tunnel_ && head.status == 101;
   auto headers = client_response_headers(head.headers, switching);
-  if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_.tier, env_.app.clock.now_ms())) {
+  if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_->tier, env_.app.clock.now_ms())) {
     // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
     http::remove_header(headers, "retry-after");
     headers.push_back({"Retry-After", "1"});
@@ -390,9 +390,9 @@ void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
     int64_t ms = cooldown_ms(headers, now).value_or(app.cfg.proxy.default_cooldown_s * 1000);
     size_t pool_keys = 0;
     for (const auto& st : app.pool.statuses())
-      pool_keys += st.info.service == svc_->name && st.info.tier == token_.tier;
+      pool_keys += st.info.service == svc_->name && st.info.tier == token_->tier;
     std::vector<int64_t> storm_keys;
-    if (app.storms.note_429(svc_->name + "/" + token_.tier, id, now, pool_keys, &storm_keys)) {
+    if (app.storms.note_429(svc_->name + "/" + token_->tier, id, now, pool_keys, &storm_keys)) {
       // Most keys hit 429 together: the limit is on our address, not on the keys.
       // Keep the keys usable; the client gets the 429 with a short Retry-After.
       ms = std::min<int64_t>(ms, 1000);
@@ -426,7 +426,7 @@ bool ProxyExchange::try_failover(const std::string& why) {
   auto& app = env_.app;
   if (!sink_ || streaming_ || tunnel_ || !replayable_) return false;
   if (attempts_ >= app.cfg.proxy.max_attempts) return false;
-  if (app.storms.active(svc_->name + "/" + token_.tier, app.clock.now_ms())) return false;
+  if (app.storms.active(svc_->name + "/" + token_->tier, app.clock.now_ms())) return false;
   // Take the next key before giving up this attempt: with no other key left, the client
   // gets this attempt's own answer (the upstream's response, or a 502/504), not a 503.
   auto next = app.pool.lease(pool_query());
@@ -465,7 +465,7 @@ void ProxyExchange::release_lease(bool failed, const std::string& error) {
   app.pool.release(*lease_);
   store::UsageDelta d;
   d.key_id = lease_->key_id;
-  d.token_id = token_.id;
+  d.token_id = token_->id;
   d.requests = 1;
   d.errors = failed ? 1 : 0;
   d.last_used_at = app.clock.now_ms();

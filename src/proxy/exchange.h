@@ -72,7 +72,7 @@ class ProxyExchange final : public server::RequestHandler,
   server::ResponseSink* sink_;  // null after on_abort
   std::shared_ptr<const state::ServiceMap> services_;
   const config::ServiceDef* svc_ = nullptr;  // points into services_
-  auth::TokenInfo token_;
+  std::shared_ptr<const auth::TokenInfo> token_;  // set once authenticated
   std::optional<pool::Lease> lease_;
   std::vector<int64_t> tried_;
   int attempts_ = 0;

@@ -1,6 +1,7 @@
 #include "ratelimit/sliding_log.h"
 
 #include <algorithm>
+#include <bit>
 #include <cassert>
 
 namespace keypool::ratelimit {
@@ -8,7 +9,7 @@ namespace keypool::ratelimit {
 namespace {
 // Rings smaller than this are kept when they empty; larger ones are freed.
 constexpr size_t kKeepCapacity = 64;
-constexpr size_t kMinCapacity = 4;
+constexpr int64_t kMinCapacity = 4;
 }  // namespace
 
 SlidingLog::SlidingLog(int64_t limit, int64_t window_ms) : limit_(limit), window_ms_(window_ms) {
@@ -17,10 +18,10 @@ SlidingLog::SlidingLog(int64_t limit, int64_t window_ms) : limit_(limit), window
 
 bool SlidingLog::try_acquire(int64_t now_ms) {
   drop_expired(now_ms);
-  if (static_cast<int64_t>(count_) >= limit_) return false;
+  if (total() >= limit_) return false;
   // A clock that stepped back must not break the ordering the binary searches rely on.
-  const int64_t t = count_ > 0 ? std::max(now_ms, at(count_ - 1)) : now_ms;
-  push(t);
+  const int64_t t = size_ > 0 ? std::max(now_ms, run(size_ - 1).t) : now_ms;
+  record(t);
   last_grant_ms_ = t;
   return true;
 }
@@ -28,40 +29,57 @@ bool SlidingLog::try_acquire(int64_t now_ms) {
 int64_t SlidingLog::retry_after_ms(int64_t now_ms) const {
   if (limit_ <= 0) return window_ms_;  // nothing will ever be granted; say "a window"
   const size_t first = first_after(now_ms - window_ms_);
-  const int64_t live = static_cast<int64_t>(count_ - first);
+  const int64_t oldest = begin_of(first);
+  const int64_t live = begin_of(size_) - oldest;
   if (live < limit_) return 0;
   // The grant that must leave before live drops below limit. With a steady limit live ==
   // limit and this is the oldest; after a lowered limit it is further in.
-  const int64_t blocker = at(first + static_cast<size_t>(live - limit_));
+  const int64_t blocker = run(run_holding(oldest + (live - limit_), first)).t;
   return blocker + window_ms_ - now_ms;  // > 0: blocker is inside the window
 }
 
 int64_t SlidingLog::used(int64_t now_ms) const {
   const size_t first = first_after(now_ms - window_ms_);
   const size_t last = first_after(now_ms);  // excludes grants recorded after a clock step back
-  return static_cast<int64_t>(last - first);
+  return begin_of(last) - begin_of(first);
 }
 
 int64_t SlidingLog::reset_in_ms(int64_t now_ms) const {
   const size_t first = first_after(now_ms - window_ms_);
-  if (first == count_) return 0;
-  return at(first) + window_ms_ - now_ms;
+  if (first == size_) return 0;
+  return run(first).t + window_ms_ - now_ms;
 }
 
 void SlidingLog::refund(int64_t at_ms) {
-  // Search from the newest end: a refund normally follows its grant closely.
-  size_t i = count_;
-  while (i > 0 && at(i - 1) > at_ms) --i;
-  if (i == 0 || at(i - 1) != at_ms) return;
-  for (size_t j = i - 1; j + 1 < count_; ++j) at(j) = at(j + 1);
-  --count_;
+  const size_t after = first_after(at_ms);
+  if (after == 0 || run(after - 1).t != at_ms) return;
+  // Every later run's grants are renumbered down by one; a refund normally hits the newest
+  // run, so this is usually a single decrement.
+  const size_t i = after - 1;
+  for (size_t j = i; j < size_; ++j) --run(j).end;
+  if (run(i).end == begin_of(i)) erase(i);
 }
 
 size_t SlidingLog::first_after(int64_t bound) const {
-  size_t lo = 0, hi = count_;
+  // The ends settle the common cases: nothing expired, or nothing recorded after a step back.
+  if (size_ == 0 || run(0).t > bound) return 0;
+  if (run(size_ - 1).t <= bound) return size_;
+  size_t lo = 1, hi = size_ - 1;
   while (lo < hi) {
     const size_t mid = lo + (hi - lo) / 2;
-    if (at(mid) > bound) hi = mid;
+    if (run(mid).t > bound) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+size_t SlidingLog::run_holding(int64_t n, size_t from) const {
+  assert(n >= begin_of(from) && n < begin_of(size_));
+  if (run(from).end > n) return from;  // steady limit: the blocker is the oldest live run
+  size_t lo = from + 1, hi = size_ - 1;
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (run(mid).end > n) hi = mid;
     else lo = mid + 1;
   }
   return lo;
@@ -70,24 +88,34 @@ size_t SlidingLog::first_after(int64_t bound) const {
 void SlidingLog::drop_expired(int64_t now_ms) {
   const size_t gone = first_after(now_ms - window_ms_);
   if (gone == 0) return;
-  count_ -= gone;
-  head_ = count_ == 0 ? 0 : (head_ + gone) % ring_.size();
-  if (count_ == 0 && ring_.size() > kKeepCapacity) ring_ = {};
+  first_grant_ = begin_of(gone);
+  size_ -= gone;
+  head_ = size_ == 0 ? 0 : (head_ + gone) & (ring_.size() - 1);
+  if (size_ == 0 && ring_.size() > kKeepCapacity) ring_ = {};
 }
 
-void SlidingLog::push(int64_t t) {
-  if (count_ == ring_.size()) grow();
-  ring_[(head_ + count_) % ring_.size()] = t;
-  ++count_;
+void SlidingLog::record(int64_t t) {
+  if (size_ > 0 && run(size_ - 1).t == t) {
+    ++run(size_ - 1).end;
+    return;
+  }
+  if (size_ == ring_.size()) grow();
+  const int64_t n = begin_of(size_);
+  ++size_;
+  run(size_ - 1) = Run{t, n + 1};
+}
+
+void SlidingLog::erase(size_t i) {
+  for (size_t j = i; j + 1 < size_; ++j) run(j) = run(j + 1);
+  --size_;
 }
 
 void SlidingLog::grow() {
-  // Double, but never past what the limit can ever need.
-  const size_t cap_by_limit = static_cast<size_t>(std::max<int64_t>(limit_, 1));
-  size_t cap = std::max(ring_.size() * 2, kMinCapacity);
-  cap = std::max(std::min(cap, cap_by_limit), count_ + 1);
-  std::vector<int64_t> next(cap);
-  for (size_t i = 0; i < count_; ++i) next[i] = at(i);
+  // A low limit never needs more than `limit` runs; start no bigger than that.
+  const size_t first = std::bit_ceil(static_cast<size_t>(std::clamp<int64_t>(limit_, 1, kMinCapacity)));
+  const size_t cap = ring_.empty() ? first : ring_.size() * 2;
+  std::vector<Run> next(cap);
+  for (size_t i = 0; i < size_; ++i) next[i] = run(i);
   ring_ = std::move(next);
   head_ = 0;
 }

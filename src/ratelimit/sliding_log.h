@@ -12,15 +12,18 @@
 
 namespace keypool::ratelimit {
 
-// A log of the in-window grant times, oldest first, kept in a ring.
+// A log of the in-window grant times, oldest first. Times are whole milliseconds, so grants
+// sharing a millisecond are kept as one run (time, how many): a hot key's burst costs one
+// entry, not one per grant.
 //
 // Spans are half-open: a grant at t stops counting at exactly t + window_ms, so a grant at t
 // and the (limit+1)-th grant at t + window_ms are both allowed; at t + window_ms - 1 the
 // latter is refused.
 //
-// Memory: the ring starts empty and doubles as grants arrive (capped at `limit`), and is
-// released once every entry has left the window, so an idle key with a 100000 rpm budget
-// costs a few words rather than 800 KB.
+// Memory: bounded by the distinct milliseconds in the window (at most window_ms runs of 16
+// bytes), whatever the budget, so a 1,000,000 rpm key costs at most about 1 MB rather than
+// 8 MB. The ring starts empty, doubles as runs arrive, and is released once every grant has
+// left the window, so an idle key costs a few words.
 class SlidingLog {
  public:
   explicit SlidingLog(int64_t limit, int64_t window_ms = 60'000);
@@ -48,18 +51,39 @@ class SlidingLog {
   // window, grants wait until enough of them leave.
   void set_limit(int64_t limit) { limit_ = limit; }
 
+  // Runs held (distinct grant times still stored). Exposed so tests can pin the memory bound,
+  // which no other public result reveals.
+  size_t runs() const { return size_; }
+
  private:
-  int64_t at(size_t i) const { return ring_[(head_ + i) % ring_.size()]; }
-  int64_t& at(size_t i) { return ring_[(head_ + i) % ring_.size()]; }
-  // Index of the first entry with time > bound (entries are non-decreasing).
+  // Grants are numbered in the order they were recorded; a run keeps the number one past
+  // its last grant rather than its own count. Counts then come from subtraction, so the
+  // live total and the grant at any position are found by binary search even when queries
+  // (which cannot drop) see a long expired prefix.
+  struct Run {
+    int64_t t;
+    int64_t end;
+  };
+
+  // The ring's capacity is a power of two so indexing is a mask, not a division.
+  const Run& run(size_t i) const { return ring_[(head_ + i) & (ring_.size() - 1)]; }
+  Run& run(size_t i) { return ring_[(head_ + i) & (ring_.size() - 1)]; }
+  // Number of the first grant in run i; i == size_ gives the next grant's number.
+  int64_t begin_of(size_t i) const { return i == 0 ? first_grant_ : run(i - 1).end; }
+  int64_t total() const { return begin_of(size_) - first_grant_; }
+  // Index of the first run with time > bound (times are non-decreasing).
   size_t first_after(int64_t bound) const;
+  // Index of the run holding grant number n, searching from run `from` on.
+  size_t run_holding(int64_t n, size_t from) const;
   void drop_expired(int64_t now_ms);
-  void push(int64_t t);
+  void record(int64_t t);
+  void erase(size_t i);
   void grow();
 
-  std::vector<int64_t> ring_;  // capacity grows lazily; see class comment
-  size_t head_ = 0;            // index of the oldest entry
-  size_t count_ = 0;           // entries in the ring, oldest first
+  std::vector<Run> ring_;    // capacity grows lazily; see class comment
+  size_t head_ = 0;          // ring slot of the oldest run
+  size_t size_ = 0;          // runs stored, oldest first, none empty
+  int64_t first_grant_ = 0;  // number of the oldest stored grant
   int64_t limit_;
   int64_t window_ms_;
   int64_t last_grant_ms_ = 0;

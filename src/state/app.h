@@ -17,8 +17,9 @@ namespace keypool::state {
 
 struct App {
   App(const config::Config& c, Clock& clk, store::StoreThread& st)
-      : cfg(c), clock(clk), pool(clk), store(st), recorder(st) {}
+      : cfg(c), admin(c.admin_token.view()), clock(clk), pool(clk), store(st), recorder(st) {}
   const config::Config& cfg;
+  auth::AdminToken admin;
   Clock& clock;
   pool::Pool pool;
   auth::TokenRegistry tokens;

@@ -3,7 +3,16 @@
 // store thread in batches (flush() is called every second and at shutdown), so no request
 // ever waits for SQLite. After kill -9 at most the last second of these is lost; admin
 // changes do not go through here: they are committed before they are acknowledged.
+//
+// GET /key hand-outs are audited as counts: one `key.handout` row per (caller, key,
+// feature) and flush, with how many there were and when the first and last happened. A row
+// per hand-out would cost the store thread more than serving the request and, at full
+// speed, grow the audit table by billions of rows a day.
+#include <algorithm>
 #include <map>
+#include <string>
+#include <string_view>
+#include <tuple>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -33,6 +42,16 @@ class Recorder {
     if (d.last_used_at > u.last_used_at) u.last_used_at = d.last_used_at;
     if (!d.last_error.empty()) u.last_error = d.last_error;
   }
+  // token_id 0: the admin token.
+  void handout(int64_t token_id, int64_t key_id, std::string_view feature, std::string_view tier, int64_t now_ms) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = handouts_.find(BasicHandoutKey<std::string_view>{token_id, key_id, feature});
+    if (it == handouts_.end())
+      it = handouts_.emplace(HandoutKey{token_id, key_id, std::string(feature)}, Handouts{std::string(tier), 0, now_ms, now_ms})
+               .first;
+    it->second.count++;
+    it->second.last_at = std::max(it->second.last_at, now_ms);
+  }
   // Hands everything gathered so far to the store thread as one job.
   void flush() {
     std::vector<store::AuditRow> audit;
@@ -40,6 +59,8 @@ class Recorder {
     {
       std::lock_guard<std::mutex> lock(mu_);
       audit.swap(audit_);
+      for (auto& [k, h] : handouts_) audit.push_back(handout_row(k, h));
+      handouts_.clear();
       for (auto& [_, d] : usage_) usage.push_back(std::move(d));
       usage_.clear();
     }
@@ -51,10 +72,43 @@ class Recorder {
   }
 
  private:
+  // Heterogeneous lookup: a hand-out finds its counter without building a key string.
+  template <class S>
+  struct BasicHandoutKey {
+    int64_t token_id, key_id;
+    S feature;
+  };
+  using HandoutKey = BasicHandoutKey<std::string>;
+  struct HandoutLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return std::tie(a.token_id, a.key_id, a.feature) < std::tie(b.token_id, b.key_id, b.feature);
+    }
+  };
+  struct Handouts {
+    std::string tier;
+    int64_t count, first_at, last_at;
+  };
+
+  // Feature and tier names are restricted to [A-Za-z0-9_.-] when tiers are created, so
+  // they need no JSON escaping.
+  static store::AuditRow handout_row(const HandoutKey& k, const Handouts& h) {
+    return store::AuditRow{0,
+                           h.first_at,
+                           k.token_id == 0 ? "admin" : "token:" + std::to_string(k.token_id),
+                           "key.handout",
+                           std::to_string(k.key_id),
+                           "{\"feature\":\"" + k.feature + "\",\"tier\":\"" + h.tier +
+                               "\",\"count\":" + std::to_string(h.count) +
+                               ",\"last_at\":" + std::to_string(h.last_at) + "}"};
+  }
+
   store::StoreThread& store_;
   std::mutex mu_;
   std::vector<store::AuditRow> audit_;
   std::map<std::pair<int64_t, int64_t>, store::UsageDelta> usage_;
+  std::map<HandoutKey, Handouts, HandoutLess> handouts_;
 };
 
 }  // namespace keypool::state

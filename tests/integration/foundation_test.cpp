@@ -319,6 +319,53 @@ TEST_CASE("auth, 404 and 405 across the admin API") {
   CHECK(h.json().is_object());
 }
 
+TEST_CASE("GET /key hand-outs are audited as counts per caller, key and feature") {
+  Keypool kp;
+  make_tier(kp, "pro", {{"img", 100}});
+  int64_t id = make_key(kp, "k", "sk-count-value-DDDD4444", "pro");
+  auto [tid, tok] = make_token(kp, "t", "pro");
+  for (int i = 0; i < 5; ++i) REQUIRE(get_key(kp, "img").status == 200);
+  for (int i = 0; i < 3; ++i) REQUIRE(get_key(kp, "img", tok).status == 200);
+  auto a = kp.admin("GET", "/admin/audit?action=key.handout");
+  INFO(a.body);
+  REQUIRE(a.status == 200);
+  std::map<std::string, int64_t> by_actor;
+  const json audit = a.json();
+  for (const auto& row : audit["audit"]) {
+    CHECK(row["target"] == std::to_string(id));
+    const json& details = row["details"];
+    REQUIRE(details.is_object());
+    CHECK(details["feature"] == "img");
+    CHECK(details["tier"] == "pro");
+    CHECK(details["last_at"].get<int64_t>() >= row["at_ms"].get<int64_t>());
+    by_actor[row["actor"].get<std::string>()] += details["count"].get<int64_t>();
+  }
+  CHECK(by_actor["admin"] == 5);
+  CHECK(by_actor["token:" + std::to_string(tid)] == 3);
+  CHECK(by_actor.size() == 2);
+}
+
+TEST_CASE("GET /key returns values with quotes and backslashes, and non-ASCII names, exactly") {
+  Keypool kp;
+  make_tier(kp, "pro", {{"q", 100}});
+  make_tier(kp, "other", {{"u", 100}});
+  const std::string quoted = "sk-\"quoted\"\\back/slash";
+  make_key(kp, "plain name", quoted, "pro");
+  auto r = get_key(kp, "q");
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  CHECK(r.json()["value"] == quoted);
+  CHECK(r.json()["name"] == "plain name");
+  CHECK(r.json()["tier"] == "pro");
+  // Key values are visible ASCII (checked at POST /admin/keys); names may be any UTF-8.
+  make_key(kp, "n\xC3\xA4me \xD0\xBA\xD0\xBB\xD1\x8E\xD1\x87", "sk-utf8-name", "other");
+  auto u = get_key(kp, "u");
+  INFO(u.body);
+  REQUIRE(u.status == 200);
+  CHECK(u.json()["value"] == "sk-utf8-name");
+  CHECK(u.json()["name"] == "n\xC3\xA4me \xD0\xBA\xD0\xBB\xD1\x8E\xD1\x87");
+}
+
 TEST_CASE("audit lists admin actions without secrets") {
   Keypool kp;
   make_tier(kp, "pro", {{"img", 10}});

@@ -129,6 +129,19 @@ TEST_CASE("auth: hash_token") {
   CHECK(hash_token("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST_CASE("auth: AdminToken hashes once and compares like is_admin_token") {
+  keypool::auth::AdminToken admin("s3cret-admin");
+  CHECK(admin.matches("s3cret-admin"));
+  CHECK_FALSE(admin.matches("s3cret-admiN"));
+  CHECK_FALSE(admin.matches("s3cret-admin "));
+  CHECK_FALSE(admin.matches(""));
+  // Many checks in a row reuse the thread's digest context: each still hashes afresh.
+  for (int i = 0; i < 1000; ++i) REQUIRE(admin.matches(i % 2 ? "s3cret-admin" : "x") == (i % 2 == 1));
+  keypool::auth::AdminToken disabled("");
+  CHECK_FALSE(disabled.matches(""));
+  CHECK_FALSE(disabled.matches("anything"));
+}
+
 TEST_CASE("auth: is_admin_token") {
   struct Case {
     const char* presented;
@@ -192,8 +205,8 @@ TEST_CASE("auth: TokenRegistry authenticate, expiry, removal, re-issue") {
     auto r = reg.authenticate(c.token, c.now);
     REQUIRE(r.ok() == c.ok);
     if (c.ok) {
-      CHECK(r->name == c.name_or_message);
-      CHECK(r->tier == "pro");
+      CHECK((*r)->name == c.name_or_message);
+      CHECK((*r)->tier == "pro");
     } else {
       CHECK(r.error().code == ErrorCode::Unauthorized);
       CHECK(r.error().message == c.name_or_message);
@@ -220,16 +233,16 @@ TEST_CASE("auth: TokenRegistry authenticate, expiry, removal, re-issue") {
   reg.upsert(hash_token("kp_beta2"), updated);
   auto r = reg.authenticate("kp_beta2", 0);
   REQUIRE(r.ok());
-  CHECK(r->name == "beta-renamed");
-  CHECK(r->services == std::vector<std::string>{"openai", "groq"});
-  CHECK(r->rpm == 30);
+  CHECK((*r)->name == "beta-renamed");
+  CHECK((*r)->services == std::vector<std::string>{"openai", "groq"});
+  CHECK((*r)->rpm == 30);
 
   // A hash moved to another id leaves no stale id entry behind.
   reg.upsert(hash_token("kp_beta2"), info(7, "moved"));
   CHECK(reg.size() == 2);
   reg.remove(2);
   CHECK(reg.size() == 2);
-  CHECK(reg.authenticate("kp_beta2", 0)->name == "moved");
+  CHECK((*reg.authenticate("kp_beta2", 0))->name == "moved");
 }
 
 TEST_CASE("auth: TokenRegistry concurrent reads with a writer") {

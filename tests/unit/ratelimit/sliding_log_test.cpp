@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <deque>
 #include <random>
+#include <utility>
 #include <vector>
 
 using keypool::ratelimit::SlidingLog;
@@ -173,4 +175,209 @@ TEST_CASE("sliding log: randomized, no 60 s span ever exceeds the limit") {
     CHECK(retry_checked > 0);
     check_every_window(granted, limit, window);
   }
+}
+
+TEST_CASE("sliding log: half a million grants in 10 ms stay exact in 10 runs") {
+  SlidingLog log(1'000'000);
+  for (int i = 0; i < 500'000; ++i) REQUIRE(log.try_acquire(i / 50'000));  // 50k per ms, 0..9
+  CHECK(log.runs() == 10);  // one per distinct ms, not one per grant
+  CHECK(log.used(9) == 500'000);
+  CHECK(log.used(4) == 250'000);  // grants after now (0..4 of 0..9) are not counted
+  CHECK(log.retry_after_ms(9) == 0);
+  CHECK(log.reset_in_ms(9) == 60'000 - 9);
+  for (int i = 0; i < 500'000; ++i) REQUIRE(log.try_acquire(10 + i / 50'000));  // ms 10..19
+  CHECK(log.runs() == 20);
+  CHECK_FALSE(log.try_acquire(19));
+  CHECK(log.retry_after_ms(19) == 60'000 - 19);
+  CHECK(log.used(59'999) == 1'000'000);
+  CHECK(log.used(60'000) == 950'000);  // ms 0 left
+  // At 60'000 exactly the 50k grants at ms 0 have left; the next ms must wait for ms 1.
+  for (int i = 0; i < 50'000; ++i) REQUIRE(log.try_acquire(60'000));
+  CHECK_FALSE(log.try_acquire(60'000));
+  CHECK(log.retry_after_ms(60'000) == 1);
+  CHECK(log.runs() == 20);  // ms 1..19 plus 60'000
+  log.set_limit(100'000);   // the blocker is now 900k grants in: inside the run at ms 19
+  CHECK(log.retry_after_ms(60'000) == 19);
+  CHECK(log.used(200'000) == 0);
+  CHECK(log.try_acquire(200'000));
+  CHECK(log.runs() == 1);
+}
+
+TEST_CASE("sliding log: refund in the middle of a run takes one grant from it") {
+  SlidingLog log(9, 1000);
+  for (int64_t t : {5, 5, 5, 6, 6, 6, 7, 7, 7}) CHECK(log.try_acquire(t));
+  CHECK(log.runs() == 3);
+  log.refund(6);
+  CHECK(log.runs() == 3);
+  CHECK(log.used(7) == 8);
+  CHECK(log.used(6) == 5);
+  // With the limit lowered to 4 the blocker is the 5th of 8 live: 5,5,5,6,[6],7,7,7.
+  log.set_limit(4);
+  CHECK(log.retry_after_ms(7) == 6 + 1000 - 7);
+  log.refund(6);
+  log.refund(6);  // the run at 6 empties and goes; 5 and 7 are untouched
+  CHECK(log.runs() == 2);
+  CHECK(log.used(7) == 6);
+  CHECK(log.used(6) == 3);
+  CHECK(log.retry_after_ms(7) == 5 + 1000 - 7);  // 3rd of 5,5,[5],7,7,7
+  log.set_limit(2);
+  CHECK(log.retry_after_ms(7) == 7 + 1000 - 7);  // 5th of 5,5,5,7,[7],7
+  log.refund(6);  // nothing left at 6
+  CHECK(log.used(7) == 6);
+  log.set_limit(9);
+  CHECK(log.try_acquire(7));
+  CHECK(log.try_acquire(8));
+  CHECK(log.try_acquire(8));
+  CHECK_FALSE(log.try_acquire(8));
+  CHECK(log.runs() == 3);
+  CHECK(log.reset_in_ms(8) == 5 + 1000 - 8);
+}
+
+TEST_CASE("sliding log: a clock stepping back merges into the newest run") {
+  SlidingLog log(5, 1000);
+  CHECK(log.try_acquire(100));
+  CHECK(log.try_acquire(90));
+  CHECK(log.try_acquire(50));
+  CHECK(log.last_grant_ms() == 100);
+  CHECK(log.runs() == 1);
+  CHECK(log.used(100) == 3);
+  CHECK(log.used(99) == 0);  // recorded later than 99, so not within (99 - window, 99]
+  CHECK(log.retry_after_ms(50) == 0);
+  CHECK(log.reset_in_ms(99) == 100 + 1000 - 99);
+  log.refund(log.last_grant_ms());
+  CHECK(log.used(100) == 2);
+  CHECK(log.try_acquire(60));
+  CHECK(log.try_acquire(70));
+  CHECK(log.try_acquire(80));
+  CHECK_FALSE(log.try_acquire(80));
+  CHECK(log.runs() == 1);
+  CHECK(log.retry_after_ms(80) == 100 + 1000 - 80);  // may exceed a window; erring strict
+  CHECK(log.try_acquire(1100));
+  CHECK(log.runs() == 1);
+}
+
+TEST_CASE("sliding log: a lowered limit finds the blocker inside a run") {
+  SlidingLog log(12, 1000);
+  for (int64_t t : {0, 100, 200})
+    for (int i = 0; i < 4; ++i) CHECK(log.try_acquire(t));
+  // Live grants by position: 0-3 at 0, 4-7 at 100, 8-11 at 200. The blocker is position
+  // live - limit.
+  const std::pair<int64_t, int64_t> cases[] = {{12, 0}, {9, 0}, {8, 100}, {5, 100}, {4, 200}, {1, 200}};
+  for (auto [limit, blocker] : cases) {
+    CAPTURE(limit);
+    log.set_limit(limit);
+    CHECK(log.retry_after_ms(300) == blocker + 1000 - 300);
+  }
+  log.set_limit(0);
+  CHECK(log.retry_after_ms(300) == 1000);
+  CHECK_FALSE(log.try_acquire(300));
+  log.set_limit(5);
+  CHECK_FALSE(log.try_acquire(1099));
+  CHECK(log.used(1100) == 4);  // 0 and 100 have left
+  CHECK(log.try_acquire(1100));
+  CHECK_FALSE(log.try_acquire(1100));
+  CHECK(log.retry_after_ms(1100) == 100);
+}
+
+namespace {
+// The log as it was before runs: one timestamp per grant. Slow but obviously right.
+class ReferenceLog {
+ public:
+  ReferenceLog(int64_t limit, int64_t window) : limit_(limit), window_(window) {}
+  bool try_acquire(int64_t now) {
+    while (!q_.empty() && q_.front() <= now - window_) q_.pop_front();
+    if (static_cast<int64_t>(q_.size()) >= limit_) return false;
+    last_ = q_.empty() ? now : std::max(now, q_.back());
+    q_.push_back(last_);
+    return true;
+  }
+  int64_t retry_after_ms(int64_t now) const {
+    if (limit_ <= 0) return window_;
+    const size_t first = after(now - window_);
+    const int64_t live = static_cast<int64_t>(q_.size() - first);
+    if (live < limit_) return 0;
+    return q_[first + static_cast<size_t>(live - limit_)] + window_ - now;
+  }
+  int64_t used(int64_t now) const { return static_cast<int64_t>(after(now) - after(now - window_)); }
+  int64_t reset_in_ms(int64_t now) const {
+    const size_t first = after(now - window_);
+    return first == q_.size() ? 0 : q_[first] + window_ - now;
+  }
+  void refund(int64_t at) {
+    auto it = std::upper_bound(q_.begin(), q_.end(), at);
+    if (it != q_.begin() && *(it - 1) == at) q_.erase(it - 1);
+  }
+  size_t distinct() const {
+    size_t n = 0;
+    for (size_t i = 0; i < q_.size(); ++i) n += i == 0 || q_[i] != q_[i - 1];
+    return n;
+  }
+  void set_limit(int64_t limit) { limit_ = limit; }
+  int64_t last_grant_ms() const { return last_; }
+  const std::deque<int64_t>& grants() const { return q_; }
+
+ private:
+  size_t after(int64_t bound) const {
+    return static_cast<size_t>(std::upper_bound(q_.begin(), q_.end(), bound) - q_.begin());
+  }
+  std::deque<int64_t> q_;
+  int64_t limit_;
+  int64_t window_;
+  int64_t last_ = 0;
+};
+}  // namespace
+
+TEST_CASE("sliding log: randomized, every result matches a one-entry-per-grant log") {
+  std::mt19937_64 rng(20240611);
+  auto below = [&](int64_t n) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(n)); };
+  int64_t refused = 0, refunded = 0, stepped_back = 0;
+  for (const int64_t window : {10, 100, 1000, 60'000}) {
+    CAPTURE(window);
+    int64_t limit = 1 + below(40);
+    SlidingLog log(limit, window);
+    ReferenceLog ref(limit, window);
+    int64_t now = 1'000'000;
+    for (int step = 0; step < 30'000; ++step) {
+      CAPTURE(step);
+      const int64_t r = below(100);
+      if (r < 55) {
+        const bool ok = ref.try_acquire(now);
+        REQUIRE(log.try_acquire(now) == ok);
+        if (ok) REQUIRE(log.last_grant_ms() == ref.last_grant_ms());
+        refused += !ok;
+      } else if (r < 65) {
+        // Mostly the latest grant, as the pool does; sometimes one further back or unknown.
+        const auto& q = ref.grants();
+        int64_t at = ref.last_grant_ms();
+        if (!q.empty() && below(3) == 0) at = q[static_cast<size_t>(below(static_cast<int64_t>(q.size())))];
+        if (below(10) == 0) at = now - below(window * 2);
+        ref.refund(at);
+        log.refund(at);
+        ++refunded;
+      } else if (r < 68) {
+        limit = below(80);  // includes 0, which refuses everything
+        ref.set_limit(limit);
+        log.set_limit(limit);
+      } else if (r < 96) {
+        now += below(4);
+      } else if (r < 99) {
+        now -= 1 + below(window + 5);
+        ++stepped_back;
+      } else {
+        now += window + below(window);
+      }
+      REQUIRE(log.limit() == limit);
+      REQUIRE(log.runs() == ref.distinct());
+      // Probe around now too, so grants recorded ahead of a stepped-back clock are covered.
+      for (const int64_t at : {now, now + below(window + 5), now - below(window + 5)}) {
+        CAPTURE(at);
+        REQUIRE(log.used(at) == ref.used(at));
+        REQUIRE(log.retry_after_ms(at) == ref.retry_after_ms(at));
+        REQUIRE(log.reset_in_ms(at) == ref.reset_in_ms(at));
+      }
+    }
+  }
+  CHECK(refused > 1000);
+  CHECK(refunded > 1000);
+  CHECK(stepped_back > 100);
 }
