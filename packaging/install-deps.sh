@@ -11,7 +11,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build meson pkg-config
   libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev libsqlite3-dev
-  doctest-dev nlohmann-json3-dev
+  doctest-dev nlohmann-json3-dev libjemalloc-dev
   openssl curl ca-certificates
 )
 
