@@ -1,18 +1,15 @@
 #include "proxy/usage.h"
 
 #include <cctype>
+#include <charconv>
 #include <limits>
 #include <optional>
 #include <type_traits>
-
-#include <nlohmann/json.hpp>
 
 #include "base/strings.h"
 
 namespace keypool::proxy {
 namespace {
-
-using nlohmann::json;
 
 // The media type without parameters: "Text/Event-Stream; charset=utf-8" -> "text/event-stream".
 std::string media_type(std::string_view content_type) {
@@ -20,46 +17,56 @@ std::string media_type(std::string_view content_type) {
   return to_lower(trim(content_type.substr(0, semi)));
 }
 
-// A token count, when the field holds one. Providers send small non-negative integers;
-// anything else (null, negative, a string) is not a count we can use.
-std::optional<int64_t> token_count(const json& obj, const char* field) {
-  auto it = obj.find(field);
-  if (it == obj.end()) return std::nullopt;
-  if (it->is_number_unsigned()) {
-    auto v = it->get<uint64_t>();
-    constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-    return static_cast<int64_t>(v > kMax ? kMax : v);
+// Walks JSON text without building a document, to find the usage objects and read their
+// counts. Parsing into nlohmann::json cost more than everything else keypool does for a
+// small proxied chat answer, even when only the usage object went through it. The walk
+// checks what it passes through (strings closed, brackets matched, scalars well formed,
+// one top-level object and nothing after it), so malformed text counts nothing; the
+// inside of containers it skips is not checked, as nothing is read from there.
+// JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+bool is_json_number(std::string_view s) {
+  size_t i = 0;
+  auto digits = [&] {
+    size_t from = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > from;
+  };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (i < s.size() && s[i] == '0') ++i;
+  else if (!digits()) return false;
+  if (i < s.size() && s[i] == '.' && (++i, !digits())) return false;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digits()) return false;
   }
-  if (it->is_number_integer()) {
-    auto v = it->get<int64_t>();
-    if (v >= 0) return v;
-  }
-  return std::nullopt;
+  return i == s.size();
 }
 
-// Merges one usage object into the totals. Fields present replace what was seen before
-// rather than add to it: OpenAI sends usage once (the last wins if it repeats) and
-// Anthropic's message_delta counts are cumulative.
-void take_usage_object(const json& u, Usage& usage) {
-  if (!u.is_object()) return;  // OpenAI chunks carry "usage": null until the last one
-  auto in = token_count(u, "prompt_tokens");
-  if (!in) in = token_count(u, "input_tokens");
-  auto out = token_count(u, "completion_tokens");
-  if (!out) out = token_count(u, "output_tokens");
-  if (in) usage.input_tokens = *in;
-  if (out) usage.output_tokens = *out;
-  if (in || out) usage.found = true;
+// A token count, when the (well-formed) value holds one. Providers send small non-negative
+// integers; anything else (null, negative, a fraction, a string) is not a count we can use.
+// Past int64 the count is capped; past uint64 it is not an integer any more.
+std::optional<int64_t> token_count(std::string_view v) {
+  if (v == "-0") return 0;
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
+  constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  return static_cast<int64_t>(n > kMax ? kMax : n);
 }
 
-// Walks JSON text without building a document, to find where the usage objects sit. A
-// whole-body parse into nlohmann::json cost more than everything else keypool does for a
-// small proxied chat answer; now only the usage objects themselves (a few dozen bytes)
-// reach the real parser. The walk checks the structure it passes through (strings closed,
-// brackets matched, one top-level object and nothing after it), so malformed text still
-// counts nothing; the inside of values it skips is left to whoever consumes them.
 class UsageFinder {
  public:
   explicit UsageFinder(std::string_view text) : t_(text) {}
+
+  // Calls fn(key, value) for each member of the object that is the whole text; false
+  // when the text is anything else. fn may return false to reject the object.
+  template <class Fn>
+  bool whole_object(Fn&& fn) {
+    bool ok = members(fn);
+    skip_ws();
+    return ok && pos_ == t_.size();
+  }
 
   // Where each API keeps its usage object: top level (OpenAI chat/completions and
   // responses bodies, OpenAI chat chunks, Anthropic message bodies and message_delta),
@@ -72,7 +79,7 @@ class UsageFinder {
 
   std::optional<Found> find() {
     Found f;
-    bool ok = members([&](std::string_view key, std::string_view value) {
+    bool ok = whole_object([&](std::string_view key, std::string_view value) {
       if (key == "usage") {
         f.top = value;
       } else if ((key == "message" || key == "response") && value.front() == '{') {
@@ -84,8 +91,7 @@ class UsageFinder {
       }
       return true;
     });
-    skip_ws();
-    if (!ok || pos_ != t_.size()) return std::nullopt;
+    if (!ok) return std::nullopt;
     return f;
   }
 
@@ -174,11 +180,11 @@ class UsageFinder {
       }
       if (!closers.empty()) return false;
     } else {
-      // A number or a literal.
       while (pos_ < t_.size() && (std::isalnum(static_cast<unsigned char>(t_[pos_])) || t_[pos_] == '-' ||
                                   t_[pos_] == '+' || t_[pos_] == '.'))
         ++pos_;
-      if (pos_ == start) return false;
+      auto scalar = t_.substr(start, pos_ - start);
+      if (scalar != "true" && scalar != "false" && scalar != "null" && !is_json_number(scalar)) return false;
     }
     *out = t_.substr(start, pos_ - start);
     return true;
@@ -188,10 +194,25 @@ class UsageFinder {
   size_t pos_ = 0;
 };
 
+// Merges one usage object into the totals. Fields present replace what was seen before
+// rather than add to it: OpenAI sends usage once (the last wins if it repeats) and
+// Anthropic's message_delta counts are cumulative. A usage object that is not well formed
+// counts nothing.
 void take_usage_value(std::string_view text, Usage& usage) {
   if (text.front() != '{') return;  // OpenAI chunks carry "usage": null until the last one
-  auto j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (!j.is_discarded()) take_usage_object(j, usage);
+  std::optional<int64_t> prompt, input, completion, output;
+  bool ok = UsageFinder(text).whole_object([&](std::string_view key, std::string_view value) {
+    if (key == "prompt_tokens") prompt = token_count(value);
+    else if (key == "input_tokens") input = token_count(value);
+    else if (key == "completion_tokens") completion = token_count(value);
+    else if (key == "output_tokens") output = token_count(value);
+  });
+  if (!ok) return;
+  auto in = prompt ? prompt : input;
+  auto out = completion ? completion : output;
+  if (in) usage.input_tokens = *in;
+  if (out) usage.output_tokens = *out;
+  if (in || out) usage.found = true;
 }
 
 void take_usage_from_text(std::string_view text, Usage& usage) {

@@ -1,6 +1,7 @@
 // UsageTap is fed the body as the network splits it; these tests split it every way.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -254,4 +255,35 @@ TEST_CASE("usage: only usage objects where providers put them count, not look-al
   std::string deep = "{\"x\":" + std::string(100000, '[') + std::string(100000, ']') +
                      ",\"usage\":{\"prompt_tokens\":6,\"completion_tokens\":7}}";
   check_usage(run("application/json", {deep}), 6, 7);
+}
+
+TEST_CASE("usage: token counts are non-negative JSON integers, read without a JSON library") {
+  auto body = [](std::string_view in, std::string_view out) {
+    return "{\"usage\":{\"prompt_tokens\":" + std::string(in) + ",\"completion_tokens\":" + std::string(out) + "}}";
+  };
+  check_usage(run("application/json", {body("0", "7")}), 0, 7);
+  check_usage(run("application/json", {body("-0", "7")}), 0, 7);
+  // Past int64 the count is capped; past uint64 it is a float to JSON, not a count.
+  check_usage(run("application/json", {body("18446744073709551615", "1")}), INT64_MAX, 1);
+  auto big = run("application/json", {body("18446744073709551616", "1")});
+  CHECK(big.found);
+  CHECK(big.input_tokens == 0);
+  CHECK(big.output_tokens == 1);
+  // Fractions, exponents, negatives, strings, null: not counts, but the other field counts.
+  for (std::string_view bad : {"12.0", "1e3", "-5", "\"12\"", "null", "true", "[1]", "{\"n\":1}"}) {
+    CAPTURE(bad);
+    auto u = run("application/json", {body(bad, "3")});
+    CHECK(u.found);
+    CHECK(u.input_tokens == 0);
+    CHECK(u.output_tokens == 3);
+  }
+  // input_tokens stands in when prompt_tokens holds no count.
+  check_usage(run("application/json", {R"({"usage":{"prompt_tokens":"x","input_tokens":4,"output_tokens":5}})"}), 4, 5);
+  // Not JSON at all: the whole usage object (here, the whole body) counts nothing.
+  for (std::string_view broken : {"012", "1.", ".5", "1e", "+1", "tru", "nul", "0x10", "--1"}) {
+    CAPTURE(broken);
+    CHECK_FALSE(run("application/json", {body(broken, "3")}).found);
+  }
+  // Nested details inside usage (OpenAI's prompt_tokens_details) are skipped over.
+  check_usage(run("application/json", {R"({"usage":{"prompt_tokens_details":{"cached_tokens":9},"prompt_tokens":1,"completion_tokens":2}})"}), 1, 2);
 }
