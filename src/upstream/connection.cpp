@@ -485,7 +485,15 @@ void Connection::send_tls_output() {
   send(std::move(bufs));
 }
 
+// Writes at once what the socket takes and queues the rest. The direct write matters: a
+// uv_write that completes immediately still has libuv re-arm the socket's watcher when its
+// callback runs, one epoll_ctl per proxied request.
 void Connection::send(std::vector<std::string> bufs) {
+  if (inflight_bytes_ == 0 && !write_directly(bufs)) return;
+  if (bufs.empty()) {
+    on_written();
+    return;
+  }
   auto req = std::make_unique<WriteReq>();
   req->conn = this;
   std::vector<uv_buf_t> uvbufs;
@@ -510,6 +518,33 @@ void Connection::send(std::vector<std::string> bufs) {
   req.release();  // the write callback adopts it
 }
 
+// One uv_try_write; what it took leaves bufs (wiped: it may hold the key). False after a
+// write error, which has been reported.
+bool Connection::write_directly(std::vector<std::string>& bufs) {
+  std::vector<uv_buf_t> uvbufs;
+  uvbufs.reserve(bufs.size());
+  for (auto& b : bufs) uvbufs.push_back(uv_buf_init(b.data(), static_cast<unsigned>(b.size())));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), uvbufs.data(), static_cast<unsigned>(uvbufs.size()));
+  if (n < 0 && n != UV_EAGAIN) {
+    for (auto& b : bufs) wipe(b);
+    fail(ErrorKind::Closed, std::string("cannot write to upstream ") + where() + ": " + uv_strerror(n));
+    return false;
+  }
+  size_t taken = n > 0 ? static_cast<size_t>(n) : 0;
+  size_t whole = 0;
+  while (whole < bufs.size() && taken >= bufs[whole].size()) {
+    taken -= bufs[whole].size();
+    wipe(bufs[whole]);
+    ++whole;
+  }
+  bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(whole));
+  if (taken > 0) {
+    explicit_bzero(bufs.front().data(), taken);
+    bufs.front().erase(0, taken);
+  }
+  return true;
+}
+
 void Connection::on_write_done(int status, size_t bytes) {
   inflight_bytes_ -= bytes;
   if (closing_ || status == UV_ECANCELED) return;
@@ -529,6 +564,10 @@ void Connection::on_write_done(int status, size_t bytes) {
     }
     return;
   }
+  on_written();
+}
+
+void Connection::on_written() {
   // Progress either way counts: the head clock runs from the last request write.
   if (read_state_ == ReadState::Head && timer_purpose_ == TimerPurpose::Head) {
     arm_timer(TimerPurpose::Head, head_timeout_ms_);

@@ -75,8 +75,10 @@ class Connection final : private http::ResponseParser::Sink {
   // Writing.
   void flush_writes();
   void send(std::vector<std::string> bufs);
+  bool write_directly(std::vector<std::string>& bufs);
   void send_tls_output();
   void on_write_done(int status, size_t bytes);
+  void on_written();
 
   // Timers and endings.
   void arm_timer(TimerPurpose purpose, int64_t ms);
