@@ -25,8 +25,14 @@ void remove_header(Headers& h, std::string_view name) {
 bool header_has_token(const Headers& h, std::string_view name, std::string_view token) {
   for (const auto& hd : h) {
     if (!iequals(hd.name, name)) continue;
-    for (auto part : split(hd.value, ','))
-      if (iequals(trim(part), token)) return true;
+    // Walked in place: this runs for every response header the proxy relays.
+    std::string_view rest = hd.value;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      if (iequals(trim(rest.substr(0, comma)), token)) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
   }
   return false;
 }

@@ -285,7 +285,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
     headers.push_back({"Retry-After", "1"});
   }
   headers.push_back({"X-Keypool-Key-Id", std::to_string(lease_->key_id)});
-  usage_ = std::make_unique<UsageTap>(http::find_header(head.headers, "content-type").value_or(""));
+  usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
   if (switching) {
     sink_->send_head(101, headers, server::BodyMode::Raw, 0);
     return;

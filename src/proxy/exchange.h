@@ -100,7 +100,7 @@ class ProxyExchange final : public server::RequestHandler,
   int status_ = 0;
   uint64_t started_ns_ = 0;
   uint64_t upstream_started_ns_ = 0;
-  std::unique_ptr<UsageTap> usage_;
+  std::optional<UsageTap> usage_;
 };
 
 }  // namespace keypool::proxy

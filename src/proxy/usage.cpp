@@ -11,10 +11,9 @@
 namespace keypool::proxy {
 namespace {
 
-// The media type without parameters: "Text/Event-Stream; charset=utf-8" -> "text/event-stream".
-std::string media_type(std::string_view content_type) {
-  auto semi = content_type.find(';');
-  return to_lower(trim(content_type.substr(0, semi)));
+// The media type without parameters: "Text/Event-Stream; charset=utf-8" -> "Text/Event-Stream".
+std::string_view media_type(std::string_view content_type) {
+  return trim(content_type.substr(0, content_type.find(';')));
 }
 
 // Walks JSON text without building a document, to find the usage objects and read their
@@ -215,10 +214,11 @@ void take_usage_value(std::string_view text, Usage& usage) {
   if (in || out) usage.found = true;
 }
 
-void take_usage_from_text(std::string_view text, Usage& usage) {
+void take_usage_from_text(std::string_view text, Usage& usage, bool prefilter) {
   // Most stream events (every content delta) carry no usage; skipping them before any
-  // walking keeps a long stream cheap. Providers never escape this key.
-  if (text.find("\"usage\"") == std::string_view::npos) return;
+  // walking keeps a long stream cheap. Providers never escape this key. A whole JSON body
+  // is walked at once instead: the search would be a second pass over it.
+  if (prefilter && text.find("\"usage\"") == std::string_view::npos) return;
   auto found = UsageFinder(text).find();
   if (!found) return;  // malformed: not ours to judge, just not counted
   for (const auto& place : {found->top, found->message, found->response})
@@ -230,8 +230,8 @@ void take_usage_from_text(std::string_view text, Usage& usage) {
 UsageTap::UsageTap(std::string_view content_type, size_t max_json_bytes, size_t max_event_bytes)
     : max_json_bytes_(max_json_bytes), max_event_bytes_(max_event_bytes) {
   auto type = media_type(content_type);
-  if (type == "application/json") mode_ = Mode::Json;
-  else if (type == "text/event-stream") mode_ = Mode::Sse;
+  if (iequals(type, "application/json")) mode_ = Mode::Json;
+  else if (iequals(type, "text/event-stream")) mode_ = Mode::Sse;
 }
 
 void UsageTap::feed(std::string_view data) {
@@ -343,12 +343,12 @@ void UsageTap::dispatch_event() {
 
 void UsageTap::on_sse_event(std::string_view data) {
   if (data == "[DONE]") return;  // OpenAI's end marker, not JSON
-  take_usage_from_text(data, usage_);
+  take_usage_from_text(data, usage_, true);
 }
 
 Usage UsageTap::finish() {
   if (mode_ == Mode::Json) {
-    if (!overflow_ && !buf_.empty()) take_usage_from_text(buf_, usage_);
+    if (!overflow_ && !buf_.empty()) take_usage_from_text(buf_, usage_, false);
     std::string().swap(buf_);
   } else if (mode_ == Mode::Sse) {
     // WHATWG drops an event cut off by the end of the stream. We dispatch it instead: a

@@ -313,17 +313,15 @@ void Connection::send_body(std::string_view data) {
   if (!head_sent_ || response_done_ || data.empty() || state_ == State::Closing) return;
   if (head_request_) return;  // HEAD: the head says how long the body would be, nothing follows
   bytes_out_ += data.size();
+  // Framed straight into the output buffer: no copy of the body on the way.
   if (chunked_out_) {
     char size_line[24];
     int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
-    std::string frame;
-    frame.reserve(data.size() + n + 2);
-    frame.append(size_line, static_cast<size_t>(n));
-    frame.append(data);
-    frame.append("\r\n");
-    write_now(std::move(frame));
+    append_out(std::string_view(size_line, static_cast<size_t>(n)));
+    append_out(data);
+    append_out("\r\n");
   } else {
-    write_now(std::string(data));
+    append_out(data);
   }
 }
 
@@ -478,6 +476,15 @@ void Connection::on_timer(uv_timer_t* t) {
 void Connection::write_now(std::string&& bytes) {
   if (out_.empty()) out_ = std::move(bytes);
   else out_.append(bytes);
+  after_append();
+}
+
+void Connection::append_out(std::string_view bytes) {
+  out_.append(bytes);
+  after_append();
+}
+
+void Connection::after_append() {
   // The handler compares queued_bytes() with the watermark right after writing; remember
   // that it may have paused, so that on_writable follows once the queue drains.
   if (queued_bytes() > worker_.options().write_high_watermark) above_high_ = true;

@@ -86,6 +86,8 @@ class Connection final : public ResponseSink,
   void arm_timer();
   void flush();
   void write_now(std::string&& bytes);
+  void append_out(std::string_view bytes);
+  void after_append();  // watermark and flush scheduling after out_ grew
   void update_reading();
   void log_access();
 
