@@ -417,7 +417,7 @@ void Connection::finish_exchange() {
 
 void Connection::enter_tunnel() {
   state_ = State::Tunnel;
-  uv_timer_stop(&timer_);  // the tunnel's peers decide how long it lives
+  set_deadline(0);  // the tunnel's peers decide how long it lives
   pause_bits_ &= ~kPauseUpgrade;
   update_reading();
   if (!inbuf_.empty() && handler_) {
@@ -435,11 +435,11 @@ void Connection::arm_timer() {
   if (state_ == State::Lingering) ms = 2000;
   else if (state_ == State::Responding) {
     if (request_done_) {
-      uv_timer_stop(&timer_);  // the handler's own timeouts (upstream) govern now
+      set_deadline(0);  // the handler's own timeouts (upstream) govern now
       return;
     }
     if (pause_bits_ & kPauseHandler) {
-      uv_timer_stop(&timer_);  // we stopped reading (upstream backpressure): not the client's stall
+      set_deadline(0);  // we stopped reading (upstream backpressure): not the client's stall
       return;
     }
     ms = worker_.options().request_head_ms;  // a request body that stalls
@@ -449,11 +449,30 @@ void Connection::arm_timer() {
   } else {
     ms = worker_.options().idle_keepalive_ms;
   }
-  uv_timer_start(&timer_, &Connection::on_timer, static_cast<uint64_t>(ms), 0);
+  set_deadline(uv_now(worker_.loop()) + static_cast<uint64_t>(ms));
+}
+
+// The deadline moves on every request (head, then keep-alive), and moving a libuv timer
+// is a heap update each time. So the timer stays armed for the earliest deadline; when it
+// fires before the current one, it re-arms for what is left. 0: no deadline (a firing
+// timer is ignored).
+void Connection::set_deadline(uint64_t due_ms) {
+  deadline_ms_ = due_ms;
+  if (due_ms == 0) return;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_ms_ <= due_ms) return;
+  armed_ms_ = due_ms;
+  uint64_t now = uv_now(worker_.loop());
+  uv_timer_start(&timer_, &Connection::on_timer, due_ms > now ? due_ms - now : 0, 0);
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   auto* self = static_cast<Connection*>(t->data);
+  if (self->deadline_ms_ == 0) return;
+  if (uint64_t now = uv_now(self->worker_.loop()); self->deadline_ms_ > now) {
+    self->set_deadline(self->deadline_ms_);
+    return;
+  }
+  self->deadline_ms_ = 0;
   auto keep = self->shared_from_this();
   if (self->state_ == State::Reading && (self->parser_.in_message() || self->head_deadline_ms_ != 0)) {
     self->refuse(http::ParseError{408, "request_timeout", "request head not received in time"});
