@@ -19,13 +19,13 @@ bool is_expired(const KeyInfo& k, int64_t now) {
 
 int64_t ceil_seconds(int64_t ms) { return (ms + 999) / 1000; }
 
-std::string group_of(const Query& q) {
-  std::string g = q.tier.value_or("*");
+// Written into a reused buffer (callers hold the pool's lock): every lease needs it.
+void group_of(const Query& q, std::string& g) {
+  g.assign(q.tier ? std::string_view(*q.tier) : std::string_view("*"));
   g += '\0';
   g += q.feature;
   g += '\0';
-  g += q.service.value_or("*");
-  return g;
+  g += q.service ? std::string_view(*q.service) : std::string_view("*");
 }
 
 std::string describe_query(const Query& q) {
@@ -107,7 +107,8 @@ Result<Lease> Pool::lease(const Query& q) {
   }
 
   // Round-robin: start just after the last key this group was given, wrap once.
-  const std::string group = group_of(q);
+  std::string& group = group_buf_;
+  group_of(q, group);
   auto cursor = cursors_.find(group);
   auto start = cursor == cursors_.end() ? keys_.begin() : keys_.upper_bound(cursor->second);
   size_t matched = 0;

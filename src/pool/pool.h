@@ -150,6 +150,7 @@ class Pool {
   // Round-robin cursor per (tier or *, feature, service or *): id of the last key granted.
   // Stored as an id, not an index, so adding or removing keys never skips or repeats one.
   std::unordered_map<std::string, int64_t> cursors_;
+  std::string group_buf_;  // lease()'s scratch for the cursor key
   AffinityMap affinity_;
 };
 

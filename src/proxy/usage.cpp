@@ -1,6 +1,8 @@
 #include "proxy/usage.h"
 
+#include <array>
 #include <cctype>
+#include <cstring>
 #include <charconv>
 #include <limits>
 #include <optional>
@@ -53,6 +55,12 @@ std::optional<int64_t> token_count(std::string_view v) {
   constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   return static_cast<int64_t>(n > kMax ? kMax : n);
 }
+
+constexpr auto kStructural = [] {
+  std::array<bool, 256> t{};
+  for (unsigned char c : std::string_view("\"{}[]")) t[c] = true;
+  return t;
+}();
 
 class UsageFinder {
  public:
@@ -136,18 +144,22 @@ class UsageFinder {
   }
 
   // At an opening quote: moves past the closing one; *out is the raw text between them.
+  // memchr finds each candidate quote; one preceded by an odd run of backslashes is escaped.
   bool string(std::string_view* out) {
     if (!take('"')) return false;
-    size_t start = pos_;
-    while (pos_ < t_.size()) {
-      char c = t_[pos_++];
-      if (c == '"') {
-        *out = t_.substr(start, pos_ - 1 - start);
+    const size_t start = pos_;
+    for (;;) {
+      const void* q = std::memchr(t_.data() + pos_, '"', t_.size() - pos_);
+      if (!q) return false;
+      const size_t at = static_cast<size_t>(static_cast<const char*>(q) - t_.data());
+      size_t backslashes = 0;
+      while (at - backslashes > start && t_[at - 1 - backslashes] == '\\') ++backslashes;
+      pos_ = at + 1;
+      if (backslashes % 2 == 0) {
+        *out = t_.substr(start, at - start);
         return true;
       }
-      if (c == '\\') ++pos_;  // the escaped character cannot close the string
     }
-    return false;
   }
 
   // Moves past one value of any kind. Containers are matched bracket for bracket with an
@@ -162,6 +174,9 @@ class UsageFinder {
     } else if (c == '{' || c == '[') {
       std::string closers;
       while (pos_ < t_.size()) {
+        // Only quotes and brackets matter inside a skipped container.
+        while (pos_ < t_.size() && !kStructural[static_cast<unsigned char>(t_[pos_])]) ++pos_;
+        if (pos_ == t_.size()) break;
         char d = t_[pos_];
         if (d == '"') {
           std::string_view ignored;

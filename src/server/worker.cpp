@@ -115,10 +115,11 @@ void Worker::on_connection(uv_stream_t* server, int status) {
 void Worker::on_check(uv_check_t* h) {
   auto* self = static_cast<Worker*>(h->data);
   // Deferred work may defer more work; run until quiet (bounded by what callers queue).
+  // Swapping with a second vector keeps both capacities: no allocation per iteration.
   while (!self->deferred_.empty()) {
-    auto batch = std::move(self->deferred_);
-    self->deferred_.clear();
-    for (auto& fn : batch) fn();
+    self->running_.swap(self->deferred_);
+    for (auto& fn : self->running_) fn();
+    self->running_.clear();
   }
   self->retired_.clear();
 }

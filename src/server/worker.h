@@ -96,6 +96,7 @@ class Worker {
   std::vector<char> read_buf_;
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> running_;  // the batch on_check is running
   std::vector<std::shared_ptr<RequestHandler>> retired_;
   bool draining_ = false;
   bool stopping_ = false;

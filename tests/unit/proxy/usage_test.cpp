@@ -241,6 +241,9 @@ TEST_CASE("usage: only usage objects where providers put them count, not look-al
   // Strings holding brackets, braces and escaped backslashes do not confuse the walk.
   auto u = run("application/json", {R"({"a":"}]\\","b":["{",{"c":"\"}"}],"usage":{"prompt_tokens":2,"completion_tokens":3}})"});
   check_usage(u, 2, 3);
+  // Runs of backslashes before a quote: even runs end the string, odd runs escape the quote.
+  check_usage(run("application/json", {R"({"a":"x\\","b":"\\\"usage\":{","c":"\\\\","usage":{"prompt_tokens":5,"completion_tokens":6}})"}), 5, 6);
+  CHECK_FALSE(run("application/json", {R"({"a":"x\\\","usage":{"prompt_tokens":5}})"}).found);
   // Whitespace anywhere JSON allows it.
   check_usage(run("application/json", {" {\n \"usage\" :\t{ \"input_tokens\" : 4 , \"output_tokens\":5 } }\r\n"}), 4, 5);
   // Structure broken after the usage object, or trailing bytes: the body counts nothing.
