@@ -19,18 +19,19 @@ bool failover_status(int status) {
 }
 
 // Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
-// itself.
-http::Headers client_response_headers(const http::Headers& in, bool tunnel) {
+// itself are left behind; the others are moved out of the upstream's head, not copied.
+http::Headers client_response_headers(http::Headers& in, bool tunnel) {
   http::Headers out;
-  out.reserve(in.size() + 1);
-  for (const auto& h : in) {
+  out.reserve(in.size() + 2);
+  for (auto& h : in) {
     if (iequals(h.name, "content-length") || iequals(h.name, "transfer-encoding") ||
         iequals(h.name, "keep-alive") || iequals(h.name, "proxy-connection") || iequals(h.name, "te") ||
         iequals(h.name, "trailer"))
       continue;
     if (!tunnel && (iequals(h.name, "connection") || iequals(h.name, "upgrade"))) continue;
+    // Only headers named in Connection are looked up here, and those are never moved.
     if (!tunnel && http::header_has_token(in, "connection", h.name)) continue;
-    out.push_back(h);
+    out.push_back(std::move(h));
   }
   return out;
 }
@@ -278,6 +279,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   if (!sink_) return;
   streaming_ = true;
   bool switching = tunnel_ && head.status == 101;
+  usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
   auto headers = client_response_headers(head.headers, switching);
   if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_->tier, env_.app.clock.now_ms())) {
     // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
@@ -285,7 +287,6 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
     headers.push_back({"Retry-After", "1"});
   }
   headers.push_back({"X-Keypool-Key-Id", std::to_string(lease_->key_id)});
-  usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
   if (switching) {
     sink_->send_head(101, headers, server::BodyMode::Raw, 0);
     return;
@@ -293,10 +294,12 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   // Error answers may quote the key we injected ("Incorrect API key provided: sk-..."):
   // hold them (bounded) and mask the key before the client sees a byte.
   mask_errors_ = head.status >= 400;
-  held_head_ = headers;
   bool no_body = head_.method == "HEAD" || head.status == 204 || head.status == 304 ||
                  (head.status >= 100 && head.status < 200);
-  if (mask_errors_ && !no_body) return;  // the head goes out with the held body
+  if (mask_errors_ && !no_body) {
+    held_head_ = std::move(headers);  // the head goes out with the held body
+    return;
+  }
   if (no_body)
     sink_->send_head(head.status, headers,
                      head.content_length ? server::BodyMode::ContentLength : server::BodyMode::Empty,

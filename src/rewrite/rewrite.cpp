@@ -52,13 +52,10 @@ bool should_strip(const std::string& lower_name, const std::vector<std::string>&
   return std::find(named.begin(), named.end(), lower_name) != named.end();
 }
 
-http::Headers filter_headers(const http::Headers& client, bool upgrade) {
+void append_filtered_headers(http::Headers& out, const http::Headers& client, bool upgrade) {
   auto named = connection_tokens(client);
-  http::Headers out;
-  out.reserve(client.size() + 4);
   for (const auto& h : client)
     if (!should_strip(to_lower(h.name), named, upgrade)) out.push_back(h);
-  return out;
 }
 
 // Query names are compared decoded ("api%5Fkey" is still api_key); an undecodable name is
@@ -179,8 +176,9 @@ UpstreamRequest build(const config::ServiceDef& svc, std::string_view method, st
   UpstreamRequest r;
   r.method = std::string(method);
   r.target = build_target(svc, rest, query, key_value);
+  r.headers.reserve(client_headers.size() + svc.headers.size() + 3);
   r.headers.push_back({"Host", host_header(svc)});
-  for (auto& h : filter_headers(client_headers, upgrade)) r.headers.push_back(std::move(h));
+  append_filtered_headers(r.headers, client_headers, upgrade);
   add_fixed_headers(r.headers, svc.headers);
   if (upgrade) r.headers.push_back({"Connection", "Upgrade"});
   if (auto auth = auth_header(svc.auth_scheme)) {
