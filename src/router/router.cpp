@@ -61,13 +61,26 @@ bool is_dot_segment(std::string_view decoded) {
   return decoded == "." || decoded == "..";
 }
 
+bool segment_is_safe(std::string_view seg) {
+  if (seg.find('%') == std::string_view::npos) {
+    // Nothing to decode (the usual case): check the bytes where they are.
+    for (char ch : seg)
+      if (is_forbidden_raw(static_cast<unsigned char>(ch)) || ch == '\\') return false;
+    return !is_dot_segment(seg);
+  }
+  auto decoded = decode_segment(seg);
+  return decoded && !is_dot_segment(*decoded);
+}
+
 Result<void> check_path(std::string_view path) {
   if (path.empty() || path.front() != '/') return unsafe_path();
-  for (auto seg : split(path.substr(1), '/')) {
-    auto decoded = decode_segment(seg);
-    if (!decoded || is_dot_segment(*decoded)) return unsafe_path();
+  std::string_view rest = path.substr(1);
+  for (;;) {
+    size_t slash = rest.find('/');
+    if (!segment_is_safe(rest.substr(0, slash))) return unsafe_path();
+    if (slash == std::string_view::npos) return Ok{};
+    rest.remove_prefix(slash + 1);
   }
-  return Ok{};
 }
 
 // The query goes upstream verbatim; only bytes that could break the request line are refused.
