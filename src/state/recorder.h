@@ -81,9 +81,13 @@ class Recorder {
   using HandoutKey = BasicHandoutKey<std::string>;
   struct HandoutLess {
     using is_transparent = void;
+    template <class K>
+    static std::tuple<int64_t, int64_t, std::string_view> view(const K& k) {
+      return {k.token_id, k.key_id, k.feature};
+    }
     template <class A, class B>
     bool operator()(const A& a, const B& b) const {
-      return std::tie(a.token_id, a.key_id, a.feature) < std::tie(b.token_id, b.key_id, b.feature);
+      return view(a) < view(b);
     }
   };
   struct Handouts {

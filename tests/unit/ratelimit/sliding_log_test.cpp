@@ -263,7 +263,8 @@ TEST_CASE("sliding log: a lowered limit finds the blocker inside a run") {
   // Live grants by position: 0-3 at 0, 4-7 at 100, 8-11 at 200. The blocker is position
   // live - limit.
   const std::pair<int64_t, int64_t> cases[] = {{12, 0}, {9, 0}, {8, 100}, {5, 100}, {4, 200}, {1, 200}};
-  for (auto [limit, blocker] : cases) {
+  for (const auto& c : cases) {
+    const int64_t limit = c.first, blocker = c.second;  // no structured binding: clang-14 cannot CAPTURE one
     CAPTURE(limit);
     log.set_limit(limit);
     CHECK(log.retry_after_ms(300) == blocker + 1000 - 300);
