@@ -40,25 +40,10 @@ double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime()
 
 }  // namespace
 
-// Receives the upstream client's callbacks and hands them to the exchange.
-class ProxyExchange::UpstreamSide final : public upstream::ExchangeHandler {
- public:
-  explicit UpstreamSide(ProxyExchange& x) : x_(x) {}
-  void on_response_head(upstream::ResponseHead& h) override { x_.on_response_head(h); }
-  void on_response_body(std::string_view d) override { x_.on_response_body(d); }
-  void on_response_end() override { x_.on_response_end(); }
-  void on_error(upstream::ErrorKind k, const std::string& m) override { x_.on_error(k, m); }
-  void on_writable() override { x_.upstream_writable(); }
-
- private:
-  ProxyExchange& x_;
-};
-
 ProxyExchange::ProxyExchange(Env env, router::Route route, http::RequestHead&& head,
                              server::ResponseSink& sink)
     : env_(env), route_(std::move(route)), head_(std::move(head)), sink_(&sink) {
   started_ns_ = uv_hrtime();
-  up_handler_ = std::make_unique<UpstreamSide>(*this);
   if (head_.chunked) framing_ = rewrite::BodyFraming::Chunked;
   else if (head_.content_length) framing_ = rewrite::BodyFraming::ContentLength;
 }
@@ -180,7 +165,7 @@ void ProxyExchange::start_attempt() {
   // The serialized head holds the key: it is wiped once written (upstream writes wipe).
   for (auto& h : req.headers) explicit_bzero(h.value.data(), h.value.size());
   upstream_started_ns_ = uv_hrtime();
-  up_ = env_.client->start(origin, head_.method, up_handler_.get());
+  up_ = env_.client->start(origin, head_.method, &up_handler_);
   up_->write(std::move(head));
   if (!replay_.empty()) up_->write(replay_);
   if (request_done_ && framing_ == rewrite::BodyFraming::Chunked) up_->write("0\r\n\r\n");

@@ -46,7 +46,19 @@ class ProxyExchange final : public server::RequestHandler,
   void upstream_writable();
 
  private:
-  class UpstreamSide;  // forwards upstream callbacks; see exchange.cpp
+  // Receives the upstream client's callbacks and hands them to the exchange.
+  class UpstreamSide final : public upstream::ExchangeHandler {
+   public:
+    explicit UpstreamSide(ProxyExchange& x) : x_(x) {}
+    void on_response_head(upstream::ResponseHead& h) override { x_.on_response_head(h); }
+    void on_response_body(std::string_view d) override { x_.on_response_body(d); }
+    void on_response_end() override { x_.on_response_end(); }
+    void on_error(upstream::ErrorKind k, const std::string& m) override { x_.on_error(k, m); }
+    void on_writable() override { x_.upstream_writable(); }
+
+   private:
+    ProxyExchange& x_;
+  };
 
   bool authenticate();
   enum class LeaseOutcome { Leased, Waiting, Answered };
@@ -78,7 +90,7 @@ class ProxyExchange final : public server::RequestHandler,
   int attempts_ = 0;
   int64_t wait_deadline_ms_ = 0;  // max_wait_ms: until when a spent pool is waited out
 
-  std::unique_ptr<UpstreamSide> up_handler_;
+  UpstreamSide up_handler_{*this};
   std::unique_ptr<upstream::Exchange> up_;
   rewrite::BodyFraming framing_ = rewrite::BodyFraming::None;
 

@@ -343,11 +343,12 @@ void Connection::end() {
   } else if (callback_depth_ == 0) {
     // Called from outside our read processing (an upstream or store callback). Finishing
     // releases the handler, which may be the caller: do it after it returns.
-    auto weak = weak_from_this();
-    uint64_t seq = exchange_seq_;
-    worker_.defer([weak, seq] {
+    // The sequence number stays in the connection, so the closure holds only a weak_ptr
+    // and fits std::function's inline storage (no allocation per request).
+    finish_seq_ = exchange_seq_;
+    worker_.defer([weak = weak_from_this()] {
       auto self = weak.lock();
-      if (self && self->exchange_seq_ == seq) self->finish_exchange();
+      if (self && self->exchange_seq_ == self->finish_seq_) self->finish_exchange();
     });
   }
   flush();

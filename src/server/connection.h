@@ -123,6 +123,7 @@ class Connection final : public ResponseSink,
   bool draining_ = false;
   bool shutdown_sent_ = false;
   uint64_t exchange_seq_ = 0;  // guards deferred finish_exchange calls against a later request
+  uint64_t finish_seq_ = 0;    // the exchange a deferred finish_exchange was queued for
   int http_minor_ = 1;
 
   // access log

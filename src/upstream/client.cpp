@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "tls/tls.h"
 #include "upstream/connection.h"
@@ -10,7 +11,18 @@
 namespace keypool::upstream {
 
 std::string Origin::key() const {
-  return std::string(tls ? "https://" : "http://") + host + ":" + std::to_string(port);
+  std::string k;
+  key_into(k);
+  return k;
+}
+
+void Origin::key_into(std::string& out) const {
+  out.assign(tls ? "https://" : "http://");
+  out += host;
+  out += ':';
+  char port_text[8];
+  int n = std::snprintf(port_text, sizeof port_text, "%u", static_cast<unsigned>(port));
+  out.append(port_text, static_cast<size_t>(n));
 }
 
 const char* error_kind_name(ErrorKind kind) {
@@ -80,7 +92,8 @@ Client::~Client() {
 std::unique_ptr<Exchange> Client::start(const Origin& origin, std::string_view method, ExchangeHandler* handler) {
   std::unique_ptr<Exchange> ex(new Exchange());
   const bool head_request = method == "HEAD";
-  if (Connection* c = take_idle(origin.key())) {
+  origin.key_into(key_buf_);  // a reused buffer: this runs for every proxied request
+  if (Connection* c = take_idle(key_buf_)) {
     ex->reused_ = true;
     ex->conn_ = c;
     c->attach(ex.get(), handler, head_request);
@@ -116,9 +129,10 @@ bool Client::offer_idle(Connection* c) {
 Connection* Client::take_idle(const std::string& key) {
   auto it = idle_.find(key);
   if (it == idle_.end() || it->second.empty()) return nullptr;
+  // An emptied list stays: the next offer_idle of this origin (usually this very
+  // connection, a moment from now) then allocates nothing.
   Connection* c = it->second.back();
   it->second.pop_back();
-  if (it->second.empty()) idle_.erase(it);
   return c;
 }
 

@@ -37,6 +37,7 @@ struct Origin {
   uint16_t port = 0;
   // "https://host:port": the pool's key.
   std::string key() const;
+  void key_into(std::string& out) const;  // the same, into a caller's buffer
 };
 
 struct ClientOptions {
@@ -149,6 +150,7 @@ class Client {
   std::unordered_set<Connection*> conns_;  // every connection not yet closing
   // Idle connections per origin key, most recently used at the back (it is the warmest).
   std::unordered_map<std::string, std::vector<Connection*>> idle_;
+  std::string key_buf_;  // start()'s scratch for the origin key
 };
 
 }  // namespace keypool::upstream
