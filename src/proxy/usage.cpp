@@ -1,7 +1,6 @@
 #include "proxy/usage.h"
 
 #include <array>
-#include <cctype>
 #include <cstring>
 #include <charconv>
 #include <limits>
@@ -61,6 +60,12 @@ constexpr auto kStructural = [] {
   for (unsigned char c : std::string_view("\"{}[]")) t[c] = true;
   return t;
 }();
+
+// What a number or literal is made of (checked properly once its extent is known).
+constexpr bool is_scalar_char(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '+' ||
+         c == '.';
+}
 
 class UsageFinder {
  public:
@@ -194,9 +199,7 @@ class UsageFinder {
       }
       if (!closers.empty()) return false;
     } else {
-      while (pos_ < t_.size() && (std::isalnum(static_cast<unsigned char>(t_[pos_])) || t_[pos_] == '-' ||
-                                  t_[pos_] == '+' || t_[pos_] == '.'))
-        ++pos_;
+      while (pos_ < t_.size() && is_scalar_char(t_[pos_])) ++pos_;
       auto scalar = t_.substr(start, pos_ - start);
       if (scalar != "true" && scalar != "false" && scalar != "null" && !is_json_number(scalar)) return false;
     }

@@ -3,7 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
 
 #include "tls/tls.h"
 #include "upstream/connection.h"
@@ -21,8 +21,8 @@ void Origin::key_into(std::string& out) const {
   out += host;
   out += ':';
   char port_text[8];
-  int n = std::snprintf(port_text, sizeof port_text, "%u", static_cast<unsigned>(port));
-  out.append(port_text, static_cast<size_t>(n));
+  auto [end, ec] = std::to_chars(port_text, port_text + sizeof port_text, port);
+  out.append(port_text, end);
 }
 
 const char* error_kind_name(ErrorKind kind) {

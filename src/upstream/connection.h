@@ -100,6 +100,8 @@ class Connection final : private http::ResponseParser::Sink {
   State state_ = State::Resolving;
   ReadState read_state_ = ReadState::Head;
   TimerPurpose timer_purpose_ = TimerPurpose::None;
+  uint64_t due_ms_ = 0;    // uv_now at which timer_purpose_ is due (see arm_timer)
+  uint64_t armed_ms_ = 0;  // when the libuv timer is due, while it is active
 
   // Handles and requests, each with data = this. tcp_ is initialised per connect attempt.
   uv_timer_t timer_;

@@ -496,6 +496,42 @@ TEST_CASE("upstream: no head in time is a HeadTimeout") {
   CHECK(took >= std::chrono::milliseconds(190));
 }
 
+TEST_CASE("upstream: a reused connection waits its whole head timeout, not the pool deadline it had") {
+  // The timer stays armed for the earliest deadline and re-arms when it fires early: the
+  // pool's 100 ms must not cut the next request's 400 ms head timeout short.
+  TestServer server([&](ServerConn& c, int) {
+    std::string h;
+    if (!c.read_head(&h)) return;
+    c.send("HTTP/1.1 204 No Content\r\n\r\n");
+    if (!c.read_head(&h)) return;
+    c.wait_eof();  // the second request is never answered
+  });
+  Loop l;
+  ClientOptions o;
+  o.pool_idle_ms = 100;
+  o.head_timeout_ms = 400;
+  auto client = make_client(&l.loop, o);
+  {
+    Recorder r;
+    auto ex = client->start(local(server.port), "GET", &r);
+    ex->write(get_request());
+    REQUIRE(l.run_until([&] { return r.done(); }));
+    REQUIRE(r.head->status == 204);
+  }
+  REQUIRE(client->idle_connections() == 1);
+  Recorder r;
+  auto start = std::chrono::steady_clock::now();
+  auto ex = client->start(local(server.port), "GET", &r);
+  CHECK(ex->reused());
+  ex->write(get_request());
+  REQUIRE(l.run_until([&] { return r.done(); }, 3000));
+  auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(r.error);
+  CHECK(*r.error == ErrorKind::HeadTimeout);
+  CHECK(took >= std::chrono::milliseconds(390));
+  CHECK(took < std::chrono::milliseconds(2000));
+}
+
 TEST_CASE("upstream: a stalled body is an IdleTimeout") {
   TestServer server([&](ServerConn& c, int) {
     std::string h;
