@@ -66,6 +66,7 @@ struct RequestParser::Impl {
     s->in_message = true;
     s->head_done = false;
     s->head = RequestHead{};
+    s->head.headers.reserve(16);  // one allocation rather than a regrowth every few headers
     s->field.clear();
     s->value.clear();
     s->in_value = false;

@@ -51,6 +51,7 @@ struct ResponseParser::Impl {
   int on_message_begin() {
     // A new message starts after every interim 1xx too; the limits apply to each head.
     clear_head();
+    head.headers.reserve(16);  // one allocation rather than a regrowth every few headers
     started = true;
     return HPE_OK;
   }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cstdio>
 
 #include "base/strings.h"
@@ -270,7 +271,8 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
   std::string out;
   out.reserve(256);
   out += "HTTP/1.1 ";
-  out += std::to_string(status);
+  char code[8];
+  out.append(code, std::to_chars(code, code + sizeof code, status).ptr);
   out += ' ';
   out += reason_phrase(status);
   out += "\r\n";
@@ -285,9 +287,14 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
     case BodyMode::Empty:
       if (status != 204 && status != 304 && status >= 200) out += "Content-Length: 0\r\n";
       break;
-    case BodyMode::ContentLength:
-      out += "Content-Length: " + std::to_string(length) + "\r\n";
+    case BodyMode::ContentLength: {
+      char digits[24];
+      auto [end, ec] = std::to_chars(digits, digits + sizeof digits, length);
+      out += "Content-Length: ";
+      out.append(digits, end);
+      out += "\r\n";
       break;
+    }
     case BodyMode::Stream:
       if (head_request_) break;
       if (http_minor_ >= 1) {
