@@ -353,10 +353,7 @@ void Connection::end() {
     // The sequence number stays in the connection, so the closure holds only a weak_ptr
     // and fits std::function's inline storage (no allocation per request).
     finish_seq_ = exchange_seq_;
-    worker_.defer([weak = weak_from_this()] {
-      auto self = weak.lock();
-      if (self && self->exchange_seq_ == self->finish_seq_) self->finish_exchange();
-    });
+    worker_.defer(weak_from_this(), Worker::ConnectionTask::FinishExchange);
   }
   flush();
 }
@@ -517,13 +514,19 @@ void Connection::after_append() {
   if (queued_bytes() > worker_.options().write_high_watermark) above_high_ = true;
   if (callback_depth_ > 0 || flush_scheduled_) return;
   flush_scheduled_ = true;
-  auto weak = weak_from_this();
-  worker_.defer([weak] {
-    if (auto self = weak.lock()) {
-      self->flush_scheduled_ = false;
-      self->flush();
-    }
-  });
+  worker_.defer(weak_from_this(), Worker::ConnectionTask::Flush);
+}
+
+void Connection::run_deferred(Worker::ConnectionTask task) {
+  switch (task) {
+    case Worker::ConnectionTask::Flush:
+      flush_scheduled_ = false;
+      flush();
+      return;
+    case Worker::ConnectionTask::FinishExchange:
+      if (exchange_seq_ == finish_seq_) finish_exchange();
+      return;
+  }
 }
 
 void Connection::flush() {

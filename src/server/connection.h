@@ -16,10 +16,10 @@
 
 #include "http/request_parser.h"
 #include "server/handler.h"
+#include "server/worker.h"
 
 namespace keypool::server {
 
-class Worker;
 
 class Connection final : public ResponseSink,
                          private http::RequestParser::Events,
@@ -40,6 +40,8 @@ class Connection final : public ResponseSink,
   // SIGTERM: close now if idle, else answer the current request with Connection: close.
   void drain();
   bool idle() const;
+  // Work this connection queued with Worker::defer, run in the check phase.
+  void run_deferred(Worker::ConnectionTask task);
 
   // ResponseSink
   void send_head(int status, const http::Headers& headers, BodyMode mode, uint64_t length) override;

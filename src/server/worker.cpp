@@ -118,13 +118,22 @@ void Worker::on_check(uv_check_t* h) {
   // Swapping with a second vector keeps both capacities: no allocation per iteration.
   while (!self->deferred_.empty()) {
     self->running_.swap(self->deferred_);
-    for (auto& fn : self->running_) fn();
+    for (auto& d : self->running_) self->run(d);
     self->running_.clear();
   }
   self->retired_.clear();
 }
 
-void Worker::defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+void Worker::defer(std::function<void()> fn) { deferred_.push_back(Deferred{std::move(fn), {}, {}}); }
+
+void Worker::defer(std::weak_ptr<Connection> conn, ConnectionTask task) {
+  deferred_.push_back(Deferred{nullptr, std::move(conn), task});
+}
+
+void Worker::run(Deferred& d) {
+  if (d.fn) d.fn();
+  else if (auto conn = d.conn.lock()) conn->run_deferred(d.task);
+}
 
 void Worker::retire(std::shared_ptr<RequestHandler> handler) {
   if (handler) retired_.push_back(std::move(handler));
@@ -174,7 +183,7 @@ void Worker::close_all() {
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
   post_->close(nullptr);
   // Deferred releases must still run: they hold the last references to connections.
-  for (auto& fn : deferred_) fn();
+  for (auto& d : deferred_) run(d);
   deferred_.clear();
   retired_.clear();
 }

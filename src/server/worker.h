@@ -71,6 +71,11 @@ class Worker {
   size_t read_buffer_size() const { return read_buf_.size(); }
   // Runs fn in this iteration's check phase: after the current callbacks have returned.
   void defer(std::function<void()> fn);
+  // The same for a connection's own work, if it still exists then. Kept apart from
+  // std::function: a closure holding a weak_ptr does not fit its inline storage, and
+  // most requests queue one or two of these.
+  enum class ConnectionTask : uint8_t { Flush, FinishExchange };
+  void defer(std::weak_ptr<Connection> conn, ConnectionTask task);
   void retire(std::shared_ptr<RequestHandler> handler);
   void on_connection_closed(Connection* c);
   bool draining() const { return draining_; }
@@ -95,8 +100,14 @@ class Worker {
   std::function<void()> on_stop_;
   std::vector<char> read_buf_;
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
-  std::vector<std::function<void()>> deferred_;
-  std::vector<std::function<void()>> running_;  // the batch on_check is running
+  struct Deferred {
+    std::function<void()> fn;      // set, or else:
+    std::weak_ptr<Connection> conn;
+    ConnectionTask task = ConnectionTask::Flush;
+  };
+  void run(Deferred& d);
+  std::vector<Deferred> deferred_;
+  std::vector<Deferred> running_;  // the batch on_check is running
   std::vector<std::shared_ptr<RequestHandler>> retired_;
   bool draining_ = false;
   bool stopping_ = false;
