@@ -49,8 +49,9 @@ start_keypool() {
   printf 'name: openai\nbase_url: %s\nauth_scheme: bearer\nfeature: openai\n' "$1" \
     > "$WORK/kp/services/openai.yaml"
   ADMIN_TOKEN=bench-admin-$(openssl rand -hex 12)
-  # Started with SIGPIPE at its default on purpose: wrk closes its connections while keypool
-  # may still be writing, so a keypool that stopped ignoring SIGPIPE would die here (see README.md).
+  # SIGPIPE is not ignored for keypool here (unless this shell inherited it ignored, which bash
+  # cannot undo): wrk closes its connections while keypool may still be writing, so a keypool
+  # that stopped ignoring SIGPIPE itself would die here (see README.md).
   ( cd "$WORK/kp" && trap - PIPE && exec env ENCRYPTION_KEY="$(openssl rand -hex 32)" ADMIN_TOKEN="$ADMIN_TOKEN" \
       SERVER_HOST=127.0.0.1 SERVER_PORT="$KP_PORT" WORKERS=1 DB_PATH="$WORK/kp/pool.db" \
       SERVICES_DIR="$WORK/kp/services" LOG_LEVEL=warn \
