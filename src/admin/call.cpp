@@ -65,30 +65,25 @@ std::optional<nlohmann::json> Call::json_object() {
 
 void Call::reply(Reply r) {
   if (answered_ || !sink_) return;
-  answered_ = true;
-  record(r.status);
-  std::string body = r.body.is_null() ? std::string()
-                                      : r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  r.headers.push_back({"Content-Type", "application/json"});
-  r.headers.push_back({"Cache-Control", "no-store"});
-  if (body.empty()) {
-    sink_->send_head(r.status, r.headers, server::BodyMode::Empty, 0);
-  } else {
-    sink_->send_head(r.status, r.headers, server::BodyMode::ContentLength, body.size());
-    sink_->send_body(body);
-  }
-  // The body may hold a key value (GET /key): wipe our copy.
-  explicit_bzero(body.data(), body.size());
-  sink_->end();
+  reply_json(r.status,
+             r.body.is_null() ? std::string() : r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+             std::move(r.headers));
 }
 
-void Call::reply_json(int status, std::string body) {
+void Call::reply_json(int status, std::string body, http::Headers extra) {
   if (answered_ || !sink_) return;
   answered_ = true;
   record(status);
-  static const http::Headers kHeaders{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
-  sink_->send_head(status, kHeaders, server::BodyMode::ContentLength, body.size());
-  sink_->send_body(body);
+  static const http::Headers kJsonHeaders{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
+  if (!extra.empty()) extra.insert(extra.end(), kJsonHeaders.begin(), kJsonHeaders.end());
+  const http::Headers& headers = extra.empty() ? kJsonHeaders : extra;
+  if (body.empty()) {
+    sink_->send_head(status, headers, server::BodyMode::Empty, 0);
+  } else {
+    sink_->send_head(status, headers, server::BodyMode::ContentLength, body.size());
+    sink_->send_body(body);
+  }
+  // The body may hold a key value (GET /key): wipe our copy.
   explicit_bzero(body.data(), body.size());
   sink_->end();
 }

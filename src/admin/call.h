@@ -44,16 +44,14 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   void reply(Reply r);
   void reply(int status, nlohmann::json body) { reply(Reply{status, std::move(body), {}}); }
   void reply_text(int status, std::string content_type, std::string text);
-  // A body already serialized as JSON; wiped after sending (it may hold a key).
-  void reply_json(int status, std::string body);
+  // A body already serialized as JSON ("" for none), with any extra headers; wiped after
+  // sending (it may hold a key).
+  void reply_json(int status, std::string body, http::Headers extra = {});
   void fail(const Error& e);
   // Runs job on the store thread; its result is answered on this worker's loop. The job
   // may also update in-memory state (pool, tokens, services): doing that on the store
   // thread keeps memory changes in the same order as the commits.
   void in_store(std::function<Result<Reply>(store::Store&)> job);
-  // "admin" or "token:<id>" for the audit log.
-  std::string actor() const { return actor_; }
-  void set_actor(std::string a) { actor_ = std::move(a); }
 
  private:
   void dispatch();
@@ -64,7 +62,6 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   server::ResponseSink* sink_;
   std::string body_;
   bool answered_ = false;
-  std::string actor_ = "admin";
   uint64_t started_ns_ = 0;
 };
 

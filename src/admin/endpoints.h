@@ -37,7 +37,7 @@ void audit_query(Call& c);
 auth::TokenInfo token_info(const store::TokenRow& t);
 pool::KeyInfo key_info(const store::KeyRow& row);
 pool::TierPolicy tier_policy(const store::TierRow& row);
-// An audit row stamped now, from this call's actor.
+// An audit row stamped now, by the admin (the only caller of admin endpoints).
 store::AuditRow audit_row(Call& c, std::string action, std::string target, nlohmann::json details = nullptr);
 
 }  // namespace keypool::admin

@@ -40,11 +40,7 @@ std::optional<Digest> sha256(std::string_view data) {
 
 // Lower-case hex of a digest, written into the caller's buffer (no allocation).
 std::string_view hex_of(const Digest& d, std::array<char, 64>& out) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (size_t i = 0; i < d.size(); ++i) {
-    out[2 * i] = kHex[d[i] >> 4];
-    out[2 * i + 1] = kHex[d[i] & 0xF];
-  }
+  hex_encode_to(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()), out.data());
   return {out.data(), out.size()};
 }
 
@@ -124,10 +120,6 @@ bool AdminToken::matches(std::string_view presented) const {
   if (!d) return false;
   bool equal = CRYPTO_memcmp(d->data(), digest_->data(), d->size()) == 0;
   return equal && !presented.empty();
-}
-
-bool is_admin_token(std::string_view presented, std::string_view admin_token) {
-  return AdminToken(admin_token).matches(presented);
 }
 
 std::string hash_token(std::string_view token) {

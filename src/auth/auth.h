@@ -54,9 +54,6 @@ class AdminToken {
   std::optional<Digest> digest_;  // nullopt: admin access disabled (or hashing failed)
 };
 
-// One-off form of AdminToken(admin_token).matches(presented).
-bool is_admin_token(std::string_view presented, std::string_view admin_token);
-
 // SHA-256 of the token, lower-case hex (64 chars). What the store keeps instead of the token.
 // "" only if OpenSSL cannot hash at all; callers must treat that as a failure.
 std::string hash_token(std::string_view token);

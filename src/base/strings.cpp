@@ -70,14 +70,17 @@ std::optional<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
-std::string hex_encode(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
+void hex_encode_to(std::string_view bytes, char* out) {
+  static constexpr char kDigits[] = "0123456789abcdef";
   for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
+    *out++ = kDigits[c >> 4];
+    *out++ = kDigits[c & 15];
   }
+}
+
+std::string hex_encode(std::string_view bytes) {
+  std::string out(bytes.size() * 2, '\0');
+  hex_encode_to(bytes, out.data());
   return out;
 }
 

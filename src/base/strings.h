@@ -26,6 +26,8 @@ std::optional<int64_t> parse_uint(std::string_view s);
 // Percent-decodes; nullopt on a malformed escape.
 std::optional<std::string> percent_decode(std::string_view s);
 std::string hex_encode(std::string_view bytes);
+// The same into out, which has room for 2 * bytes.size() chars (no allocation).
+void hex_encode_to(std::string_view bytes, char* out);
 std::optional<std::string> hex_decode(std::string_view hex);
 // "sk-abc...7xKm": enough to recognise a key, never enough to use it.
 std::string key_hint(std::string_view value);

@@ -17,12 +17,6 @@ std::string_view media_type(std::string_view content_type) {
   return trim(content_type.substr(0, content_type.find(';')));
 }
 
-// Walks JSON text without building a document, to find the usage objects and read their
-// counts. Parsing into nlohmann::json cost more than everything else keypool does for a
-// small proxied chat answer, even when only the usage object went through it. The walk
-// checks what it passes through (strings closed, brackets matched, scalars well formed,
-// one top-level object and nothing after it), so malformed text counts nothing; the
-// inside of containers it skips is not checked, as nothing is read from there.
 // JSON's number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
 bool is_json_number(std::string_view s) {
   size_t i = 0;
@@ -67,6 +61,12 @@ constexpr bool is_scalar_char(char c) {
          c == '.';
 }
 
+// Walks JSON text without building a document, to find the usage objects and read their
+// counts. Parsing into nlohmann::json cost more than everything else keypool does for a
+// small proxied chat answer, even when only the usage object went through it. The walk
+// checks what it passes through (strings closed, brackets matched, scalars well formed,
+// one top-level object and nothing after it), so malformed text counts nothing; the
+// inside of containers it skips is not checked, as nothing is read from there.
 class UsageFinder {
  public:
   explicit UsageFinder(std::string_view text) : t_(text) {}

@@ -350,8 +350,7 @@ void Connection::end() {
   } else if (callback_depth_ == 0) {
     // Called from outside our read processing (an upstream or store callback). Finishing
     // releases the handler, which may be the caller: do it after it returns.
-    // The sequence number stays in the connection, so the closure holds only a weak_ptr
-    // and fits std::function's inline storage (no allocation per request).
+    // finish_seq_ names the exchange this is for: a later one must not be finished by it.
     finish_seq_ = exchange_seq_;
     worker_.defer(weak_from_this(), Worker::ConnectionTask::FinishExchange);
   }
@@ -422,7 +421,7 @@ void Connection::finish_exchange() {
 
 void Connection::enter_tunnel() {
   state_ = State::Tunnel;
-  set_deadline(0);  // the tunnel's peers decide how long it lives
+  deadline_.clear();  // the tunnel's peers decide how long it lives
   pause_bits_ &= ~kPauseUpgrade;
   update_reading();
   if (!inbuf_.empty() && handler_) {
@@ -440,11 +439,11 @@ void Connection::arm_timer() {
   if (state_ == State::Lingering) ms = 2000;
   else if (state_ == State::Responding) {
     if (request_done_) {
-      set_deadline(0);  // the handler's own timeouts (upstream) govern now
+      deadline_.clear();  // the handler's own timeouts (upstream) govern now
       return;
     }
     if (pause_bits_ & kPauseHandler) {
-      set_deadline(0);  // we stopped reading (upstream backpressure): not the client's stall
+      deadline_.clear();  // we stopped reading (upstream backpressure): not the client's stall
       return;
     }
     ms = worker_.options().request_head_ms;  // a request body that stalls
@@ -454,30 +453,12 @@ void Connection::arm_timer() {
   } else {
     ms = worker_.options().idle_keepalive_ms;
   }
-  set_deadline(uv_now(worker_.loop()) + static_cast<uint64_t>(ms));
-}
-
-// The deadline moves on every request (head, then keep-alive), and moving a libuv timer
-// is a heap update each time. So the timer stays armed for the earliest deadline; when it
-// fires before the current one, it re-arms for what is left. 0: no deadline (a firing
-// timer is ignored).
-void Connection::set_deadline(uint64_t due_ms) {
-  deadline_ms_ = due_ms;
-  if (due_ms == 0) return;
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_ms_ <= due_ms) return;
-  armed_ms_ = due_ms;
-  uint64_t now = uv_now(worker_.loop());
-  uv_timer_start(&timer_, &Connection::on_timer, due_ms > now ? due_ms - now : 0, 0);
+  deadline_.set_in(static_cast<uint64_t>(ms));
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   auto* self = static_cast<Connection*>(t->data);
-  if (self->deadline_ms_ == 0) return;
-  if (uint64_t now = uv_now(self->worker_.loop()); self->deadline_ms_ > now) {
-    self->set_deadline(self->deadline_ms_);
-    return;
-  }
-  self->deadline_ms_ = 0;
+  if (!self->deadline_.reached()) return;
   auto keep = self->shared_from_this();
   if (self->state_ == State::Reading && (self->parser_.in_message() || self->head_deadline_ms_ != 0)) {
     self->refuse(http::ParseError{408, "request_timeout", "request head not received in time"});

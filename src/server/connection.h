@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "base/deadline.h"
 #include "http/request_parser.h"
 #include "server/handler.h"
 #include "server/worker.h"
@@ -86,7 +87,6 @@ class Connection final : public ResponseSink,
   void finish_exchange();
   void enter_tunnel();
   void arm_timer();
-  void set_deadline(uint64_t due_ms);
   void flush();
   void write_now(std::string&& bytes);
   void append_out(std::string_view bytes);
@@ -110,8 +110,7 @@ class Connection final : public ResponseSink,
   bool flush_scheduled_ = false;
   bool in_writable_ = false;  // guards against on_writable re-entering through flush
   uint64_t head_deadline_ms_ = 0;  // uv_now by which the current head must be complete; 0 = none
-  uint64_t deadline_ms_ = 0;       // uv_now at which on_timer acts; 0 = none (see set_deadline)
-  uint64_t armed_ms_ = 0;          // when the libuv timer is due, while it is active
+  MovingDeadline deadline_{&timer_, &Connection::on_timer};  // when on_timer acts
 
   std::shared_ptr<RequestHandler> handler_;
   bool request_done_ = false;

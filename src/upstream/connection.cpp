@@ -371,7 +371,8 @@ void Connection::on_bytes(const char* data, size_t len) {
       return;
     case http::ParseStatus::Complete:
       read_state_ = ReadState::Done;
-      timer_purpose_ = TimerPurpose::None;  // a timer still armed is ignored when it fires
+      timer_purpose_ = TimerPurpose::None;
+      deadline_.clear();
       // Bytes after the response were never asked for: the connection cannot be trusted again.
       if (r.consumed < len) reusable_ = false;
       if (handler_) handler_->on_response_end();
@@ -581,28 +582,20 @@ void Connection::on_written() {
 
 // ---- timers and endings -------------------------------------------------------------------
 
-// A proxied request moves the deadline four or five times (head, writes, body, pool), and
-// moving a libuv timer is a heap update each time. The timer stays armed for the earliest
-// deadline instead; when it fires before the current one, it re-arms for what is left.
+// A proxied request moves its deadline four or five times (head, writes, body, pool):
+// MovingDeadline keeps that off the timer heap.
 void Connection::arm_timer(TimerPurpose purpose, int64_t ms) {
   if (closing_) return;
   timer_purpose_ = purpose;
-  const uint64_t now = uv_now(loop_);
-  due_ms_ = now + static_cast<uint64_t>(ms < 0 ? 0 : ms);
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_ms_ <= due_ms_) return;
-  armed_ms_ = due_ms_;
-  uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->on_timer(); },
-                 due_ms_ - now, 0);
+  deadline_.set_in(static_cast<uint64_t>(ms < 0 ? 0 : ms));
 }
 
-void Connection::on_timer() {
-  if (timer_purpose_ == TimerPurpose::None) return;
-  if (const uint64_t now = uv_now(loop_); due_ms_ > now) {
-    armed_ms_ = due_ms_;
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->on_timer(); },
-                   due_ms_ - now, 0);
-    return;
-  }
+void Connection::on_timer(uv_timer_t* t) {
+  static_cast<Connection*>(t->data)->on_deadline();
+}
+
+void Connection::on_deadline() {
+  if (!deadline_.reached()) return;
   TimerPurpose p = timer_purpose_;
   timer_purpose_ = TimerPurpose::None;
   switch (p) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/deadline.h"
 #include "http/response_parser.h"
 #include "tls/tls.h"
 #include "upstream/client.h"
@@ -82,7 +83,8 @@ class Connection final : private http::ResponseParser::Sink {
 
   // Timers and endings.
   void arm_timer(TimerPurpose purpose, int64_t ms);
-  void on_timer();
+  static void on_timer(uv_timer_t* t);
+  void on_deadline();
   void fail(ErrorKind kind, std::string message);
   void fail_later(ErrorKind kind, std::string message);
   void end_and_close();
@@ -100,11 +102,10 @@ class Connection final : private http::ResponseParser::Sink {
   State state_ = State::Resolving;
   ReadState read_state_ = ReadState::Head;
   TimerPurpose timer_purpose_ = TimerPurpose::None;
-  uint64_t due_ms_ = 0;    // uv_now at which timer_purpose_ is due (see arm_timer)
-  uint64_t armed_ms_ = 0;  // when the libuv timer is due, while it is active
 
   // Handles and requests, each with data = this. tcp_ is initialised per connect attempt.
   uv_timer_t timer_;
+  MovingDeadline deadline_{&timer_, &Connection::on_timer};  // when timer_purpose_ is due
   uv_tcp_t tcp_;
   uv_getaddrinfo_t gai_;
   uv_connect_t connect_req_;
