@@ -51,6 +51,7 @@ TEST_CASE("cli: tiers, keys and tokens through a full admin scenario") {
   Keypool kp;
   Cli cli{kp};
   const std::string value = "sk-clitest-7f3a9b2c4d5e6f70";
+  kp.remember_secret(value);  // it goes in through the CLI, not kp.admin(): scan logs for it
 
   auto tier = cli({"tiers", "add", "free", "--feature", "chat=60", "--feature", "embed=100",
                    "--max-wait-ms", "250"});
@@ -94,6 +95,12 @@ TEST_CASE("cli: tiers, keys and tokens through a full admin scenario") {
   auto tok = kp.admin("GET", "/admin/tokens").json()["tokens"][0];
   std::string tid = std::to_string(tok["id"].get<int64_t>());
   CHECK(contains(created.output, "token: kp_"));  // shown once, at creation
+  {
+    size_t at = created.output.find("token: ");
+    REQUIRE(at != std::string::npos);
+    size_t end = created.output.find_first_of(" \r\n", at + 7);
+    kp.remember_secret(created.output.substr(at + 7, end == std::string::npos ? std::string::npos : end - at - 7));
+  }
   auto tokens = cli({"tokens", "list"});
   REQUIRE(tokens.exit_code == 0);
   CHECK(contains(row_of(tokens.output, tid), "ci"));
@@ -117,6 +124,7 @@ TEST_CASE("cli: tiers, keys and tokens through a full admin scenario") {
 
   // Rotation reads the new value from a file; neither value is ever printed or logged.
   const std::string next = "sk-clitest-rotated-00aa11bb";
+  kp.remember_secret(next);
   std::ofstream(kp.dir.path + "/next-key") << next << "\n";
   auto rotated = cli({"keys", "rotate", id, "--value-file", kp.dir.path + "/next-key"});
   REQUIRE(rotated.exit_code == 0);
@@ -163,10 +171,7 @@ TEST_CASE("cli: usage errors exit 2 and an unreachable server exits 1") {
       {"tiers", "add", "free"},                                           // no --feature
       {"tiers", "add", "free", "--feature", "chat"},                      // no =RPM
       {"tiers", "list", "--bogus"},                                       // unknown flag
-      {"keys", "add", "--name", "k", "--tier"},                           // missing value
-      {"keys", "add", "--tier", "free"},                                  // no --name
       {"keys", "disable", "abc"},                                         // not an id
-      {"keys", "add", "--name", "k", "--tier", "free", "--key", "sk-x"},  // no value flag exists
       {"tokens", "create", "--name", "x"},                                // no --tier
       {"tokens", "create", "--name", "x", "--tier", "t", "--rpm", "lots"},
       {"services", "add", "--file", "/nonexistent/svc.yaml"},
@@ -177,6 +182,23 @@ TEST_CASE("cli: usage errors exit 2 and an unreachable server exits 1") {
     auto r = cli(args);
     INFO(args[0] << " " << (args.size() > 1 ? args[1] : "") << ": " << r.output);
     CHECK(r.exit_code == 2);
+  }
+  // These would also fail on the empty stdin alone: give them a valid value so that only
+  // the flag at fault can make them fail, and check the message names it.
+  struct FlagCase {
+    std::vector<std::string> args;
+    std::string names;
+  };
+  const FlagCase flag_errors[] = {
+      {{"keys", "add", "--name", "k", "--tier"}, "--tier"},                          // missing value
+      {{"keys", "add", "--tier", "free"}, "--name"},                                 // no --name
+      {{"keys", "add", "--name", "k", "--tier", "free", "--key", "sk-x"}, "--key"},  // no value flag exists
+  };
+  for (const auto& c : flag_errors) {
+    auto r = cli(c.args, "sk-valid-value-123\n");
+    INFO(c.names << ": " << r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.output, c.names));
   }
   // A key value on stdin is required; an empty stdin is a usage error, not an empty key.
   CHECK(cli({"keys", "add", "--name", "k", "--tier", "free"}).exit_code == 2);

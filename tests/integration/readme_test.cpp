@@ -45,11 +45,21 @@ TEST_CASE("readme: the five-minute walk-through runs as written") {
   std::system(("mkdir -p " + kp.dir.path + "/data").c_str());
   std::ofstream(kp.dir.path + "/data/dev.env") << "ENCRYPTION_KEY=" << kEncryptionKey << "\nADMIN_TOKEN=" << kAdminToken << "\n";
   std::string script = kp.dir.path + "/walkthrough.sh";
-  std::ofstream(script) << "set -euo pipefail\ncd " << kp.dir.path << "\n" << walkthrough_block();
+  // After the block, the team token step 3 created goes to a file (not the output), so the
+  // log scan can look for it.
+  std::ofstream(script) << "set -euo pipefail\ncd " << kp.dir.path << "\n" << walkthrough_block()
+                        << "\nprintf %s \"$TOKEN\" > " << kp.dir.path << "/team-token\n";
 
   auto r = run_command({"bash", script}, {{"PATH", "/usr/bin:/bin"}, {"KP", "http://127.0.0.1:" + std::to_string(kp.port)}}, "", 30000);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
+  // The walk-through creates the team token itself: scan the logs for it too.
+  {
+    std::ifstream in(kp.dir.path + "/team-token");
+    std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(token.rfind("kp_", 0) == 0);
+    kp.remember_secret(token);
+  }
   CHECK(r.output.find("\"name\":\"default\"") != std::string::npos);
   CHECK(r.output.find("\"hint\":\"sk-...-key\"") != std::string::npos);
   CHECK(r.output.find("\"value\":\"sk-proj-your-key\"") != std::string::npos);  // step 5, GET /key
