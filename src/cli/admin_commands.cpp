@@ -18,6 +18,7 @@
 #include "cli/admin_client.h"
 #include "cli/args.h"
 #include "cli/table.h"
+#include "rewrite/rewrite.h"
 #include "config/services.h"
 
 namespace keypool::cli {
@@ -144,22 +145,6 @@ int call(const Cmd& c, const std::string& method, const std::string& path, const
   return call(c, method, path, body.is_null() ? std::string() : body.dump(), out);
 }
 
-// Path segments come from the command line: escape everything but unreserved characters.
-std::string path_segment(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char ch : s) {
-    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-      out += static_cast<char>(ch);
-    } else {
-      out += '%';
-      out += kHex[ch >> 4];
-      out += kHex[ch & 15];
-    }
-  }
-  return out;
-}
-
 // ---- cells -------------------------------------------------------------------------------
 
 // How a JSON value reads in a table cell: "-" for nothing, lists joined with commas.
@@ -203,15 +188,9 @@ std::string_view trim_space(std::string_view s) {
   return s;
 }
 
-std::optional<int64_t> number_arg(const std::string& s) {
-  auto n = parse_uint(s);
-  if (!n) return std::nullopt;
-  return *n;
-}
-
 // Unix seconds go as a number, anything else as a string the server checks.
 json time_arg(const std::string& s) {
-  if (auto n = number_arg(s)) return *n;
+  if (auto n = parse_uint(s)) return *n;
   return s;
 }
 
@@ -311,13 +290,13 @@ int tiers(const Cmd& c) {
       return usage_error(c.group, "tiers add: give at least one --feature F=RPM");
     for (const auto& f : a->all("--feature")) {
       size_t eq = f.find('=');
-      auto rpm = eq == std::string::npos ? std::nullopt : number_arg(f.substr(eq + 1));
+      auto rpm = eq == std::string::npos ? std::nullopt : parse_uint(f.substr(eq + 1));
       if (eq == 0 || !rpm)
         return usage_error(c.group, "tiers add: --feature '" + f + "': expected FEATURE=RPM");
       body["features"][f.substr(0, eq)] = *rpm;
     }
     if (auto w = a->get("--max-wait-ms")) {
-      auto n = number_arg(*w);
+      auto n = parse_uint(*w);
       if (!n)
         return usage_error(c.group,
                            "tiers add: --max-wait-ms must be a whole number of milliseconds");
@@ -330,7 +309,7 @@ int tiers(const Cmd& c) {
   if (c.verb == "rm") {
     auto a = args_or_usage(c, 1, {}, &rc);
     if (!a) return rc;
-    if ((rc = call(c, "DELETE", "/admin/tiers/" + path_segment(a->positional[0]), json(),
+    if ((rc = call(c, "DELETE", "/admin/tiers/" + rewrite::percent_encode(a->positional[0]), json(),
                    &answer)) != kOk ||
         c.o.json)
       return rc;
@@ -360,7 +339,7 @@ Table key_table(const json& keys) {
 
 // "3" -> the key or token id; anything else is a usage error.
 std::optional<std::string> id_arg(const Cmd& c, const std::string& s, int* rc) {
-  auto n = number_arg(s);
+  auto n = parse_uint(s);
   if (!n || *n == 0) {
     *rc = usage_error(c.group,
                       c.group + " " + c.verb + ": ID must be a positive number, got '" + s + "'");
@@ -386,7 +365,7 @@ int keys_add(const Cmd& c) {
   if (auto s = a->get("--service")) body["service"] = *s;
   if (auto e = a->get("--expires-at")) body["expires_at"] = time_arg(*e);
   if (auto m = a->get("--max-concurrent")) {
-    auto n = number_arg(*m);
+    auto n = parse_uint(*m);
     if (!n) return usage_error(c.group, "keys add: --max-concurrent must be a whole number");
     body["max_concurrent"] = *n;
   }
@@ -479,7 +458,7 @@ int tokens(const Cmd& c) {
     if (a->has("--service")) body["services"] = a->all("--service");
     if (auto e = a->get("--expires-at")) body["expires_at"] = time_arg(*e);
     if (auto r = a->get("--rpm")) {
-      auto n = number_arg(*r);
+      auto n = parse_uint(*r);
       if (!n) return usage_error(c.group, "tokens create: --rpm must be a whole number");
       body["rpm"] = *n;
     }
@@ -559,7 +538,7 @@ int services(const Cmd& c) {
   if (c.verb == "rm") {
     auto a = args_or_usage(c, 1, {}, &rc);
     if (!a) return rc;
-    if ((rc = call(c, "DELETE", "/admin/services/" + path_segment(a->positional[0]), json(),
+    if ((rc = call(c, "DELETE", "/admin/services/" + rewrite::percent_encode(a->positional[0]), json(),
                    &answer)) != kOk ||
         c.o.json)
       return rc;

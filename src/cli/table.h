@@ -11,7 +11,6 @@ class Table {
   explicit Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
   // A row shorter than the headers is padded with empty cells; extra cells are dropped.
   void add_row(std::vector<std::string> cells);
-  bool empty() const { return rows_.empty(); }
   // Columns are left-aligned and separated by two spaces; lines carry no trailing spaces.
   std::string render() const;
 

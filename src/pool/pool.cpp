@@ -246,6 +246,14 @@ void Pool::cool_down(int64_t key_id, int64_t until_ms) {
   until = until_ms <= now ? 0 : std::max(until, until_ms);
 }
 
+void Pool::cap_cooldown(int64_t key_id, int64_t until_ms) {
+  std::lock_guard lock(mu_);
+  auto it = keys_.find(key_id);
+  if (it == keys_.end()) return;
+  int64_t& until = it->second.cooling_until_ms;
+  if (until != 0) until = std::min(until, until_ms);
+}
+
 void Pool::disable(int64_t key_id, std::string reason) {
   std::lock_guard lock(mu_);
   auto it = keys_.find(key_id);

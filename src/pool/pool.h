@@ -114,6 +114,9 @@ class Pool {
   // Skipped until until_ms. Never shortens a longer cooldown (two workers may report the
   // same key); an until_ms already past clears the cooldown.
   void cool_down(int64_t key_id, int64_t until_ms);
+  // Shortens a key's cooldown to end by until_ms at the latest (a 429 storm: the limit is
+  // on our address, not on the key). A key not cooling stays as it is.
+  void cap_cooldown(int64_t key_id, int64_t until_ms);
   void disable(int64_t key_id, std::string reason);
 
   std::optional<KeyStatus> status(int64_t key_id) const;

@@ -388,8 +388,7 @@ void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
       // bring them down to the same short cooldown.
       for (int64_t k : storm_keys) {
         if (k == id) continue;
-        app.pool.cool_down(k, 0);
-        app.pool.cool_down(k, now + ms);
+        app.pool.cap_cooldown(k, now + ms);
       }
     }
     app.pool.cool_down(id, now + ms);

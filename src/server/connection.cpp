@@ -544,10 +544,10 @@ void Connection::flush() {
       }
     }
   }
+  // The one place that reports a drained queue (after a direct write or a write callback);
+  // after_append raises above_high_.
   size_t high = worker_.options().write_high_watermark;
-  if (queued_bytes() > high) above_high_ = true;
-  else if (above_high_ && queued_bytes() <= high / 2 && handler_ && !in_writable_) {
-    // Drained by the direct write: no write callback will come to say so.
+  if (above_high_ && queued_bytes() <= high / 2 && handler_ && !in_writable_) {
     above_high_ = false;
     in_writable_ = true;
     auto h = handler_;
@@ -582,12 +582,7 @@ void Connection::on_write_done(uv_write_t* req, int status) {
   }
   if (self->state_ == State::Closing) return;
   auto keep = self->shared_from_this();
-  self->flush();
-  size_t low = self->worker_.options().write_high_watermark / 2;
-  if (self->above_high_ && self->queued_bytes() <= low) {
-    self->above_high_ = false;
-    if (self->handler_) self->handler_->on_writable();
-  }
+  self->flush();  // also tells the handler when the queue has drained (see flush)
 }
 
 void Connection::update_reading() {

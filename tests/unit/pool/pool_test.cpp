@@ -118,6 +118,19 @@ TEST_CASE("pool: a cooldown ends with the clock") {
   CHECK(f.next(chat()) == 1);
 }
 
+TEST_CASE("pool: cap_cooldown only ever shortens a cooldown") {
+  Fixture f(100, 2);
+  const int64_t t0 = f.clock.now_ms();
+  f.pool.cool_down(1, t0 + 60'000);
+  f.pool.cap_cooldown(1, t0 + 1000);
+  f.pool.cap_cooldown(1, t0 + 30'000);  // a later cap does not lengthen it again
+  f.pool.cap_cooldown(2, t0 + 1000);    // not cooling: stays usable
+  CHECK(f.pool.status(2)->state == KeyState::Active);
+  CHECK(f.pool.status(1)->state == KeyState::Cooling);
+  f.clock.advance_ms(1000);
+  CHECK(f.pool.status(1)->state == KeyState::Active);
+}
+
 TEST_CASE("pool: retry_after is exact when every key is spent") {
   Fixture f(1, 3);
   const int64_t t0 = f.clock.now_ms();
