@@ -139,9 +139,7 @@ void Connection::handle_read(ssize_t nread, const char* data) {
     case State::Closing:
       return;  // discarded: we are done with this client
     case State::Reading:
-      // The whole head must arrive within request_head_ms of its first byte: a deadline,
-      // not a gap timer, or a client trickling a byte at a time would hold us forever.
-      if (head_deadline_ms_ == 0) head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+      start_head_clock();
       break;
   }
   arm_timer();
@@ -166,7 +164,7 @@ void Connection::process_input(std::string_view data) {
     switch (status) {
       case http::RequestParser::Status::NeedMore:
         if (state_ == State::Reading && parser_.in_message() && head_deadline_ms_ == 0) {
-          head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+          start_head_clock();
           arm_timer();
         }
         return;
@@ -408,7 +406,7 @@ void Connection::finish_exchange() {
   if (state_ != State::Responding || !response_done_ || !request_done_) return;
   if (!turn_over()) return;
   if (!inbuf_.empty()) {
-    head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+    start_head_clock();
     arm_timer();
     std::string pending = std::move(inbuf_);
     inbuf_.clear();
@@ -432,6 +430,12 @@ void Connection::enter_tunnel() {
 }
 
 // ---------------------------------------------------------------- timers
+
+// The whole head must arrive within request_head_ms of its first byte: a deadline, not a
+// gap timer, or a client trickling a byte at a time would hold us forever.
+void Connection::start_head_clock() {
+  if (head_deadline_ms_ == 0) head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
+}
 
 void Connection::arm_timer() {
   if (state_ == State::Closing) return;

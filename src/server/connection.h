@@ -86,6 +86,7 @@ class Connection final : public ResponseSink,
   bool turn_over();
   void finish_exchange();
   void enter_tunnel();
+  void start_head_clock();
   void arm_timer();
   void flush();
   void write_now(std::string&& bytes);

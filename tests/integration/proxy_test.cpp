@@ -221,6 +221,7 @@ TEST_CASE("proxy: the client's credential is stripped in every inbound form") {
   std::vector<Form> forms = {
       {"Authorization: Bearer", "/v1/svc/x?a=1", {{"Authorization", "Bearer " + token}}, "a=1"},
       {"Authorization: Token", "/v1/svc/x?a=1", {{"Authorization", "Token " + token}}, "a=1"},
+      {"Authorization: raw", "/v1/svc/x?a=1", {{"Authorization", token}}, "a=1"},  // AssemblyAI's SDK
       {"x-api-key", "/v1/svc/x?a=1", {{"x-api-key", token}}, "a=1"},
       {"xi-api-key", "/v1/svc/x?a=1", {{"xi-api-key", token}}, "a=1"},
       {"?api_key= first", "/v1/svc/x?api_key=" + token + "&a=1", {}, "a=1"},
