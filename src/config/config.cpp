@@ -305,20 +305,16 @@ std::optional<std::string> read_file(const std::string& path, int* err) {
 }
 
 // all: when given, every bad variable is reported there instead of stopping at the first.
-Result<void> apply_env_overrides(Config& c, const GetEnv& getenv, std::vector<std::string>* all = nullptr) {
+// Applies every environment override; each bad one is added to problems.
+void apply_env_overrides(Config& c, const GetEnv& getenv, std::vector<Error>& problems) {
   for (const Field& f : kFields) {
     if (f.env.empty()) continue;
     const char* v = getenv(std::string(f.env).c_str());
     // Set-but-empty is applied like any value: METRICS_LISTEN= turns the listener off,
     // SERVER_PORT= is an error rather than a silent default.
     if (!v) continue;
-    if (Problem p = f.apply(c, std::string_view(v))) {
-      auto e = field_error("env", f.env, *p);
-      if (!all) return e;
-      all->push_back(e.message);
-    }
+    if (Problem p = f.apply(c, std::string_view(v))) problems.push_back(field_error("env", f.env, *p));
   }
-  return Ok{};
 }
 
 bool is_hex(std::string_view s) {
@@ -372,36 +368,42 @@ Result<void> apply_admin_token(Config& c, const char* v) {
 
 }  // namespace
 
-Result<Config> load_config(const std::string& path, bool path_required, const GetEnv& getenv) {
-  Config c;
+namespace {
+
+// One pass over the file, the environment and the secrets that notes every problem, in
+// order, and carries on: load_config answers with the first, check-config lists them all.
+std::vector<Error> load_into(Config& c, const std::string& path, bool path_required, const GetEnv& getenv) {
+  std::vector<Error> problems;
+  auto note = [&](Result<void> r) {
+    if (!r) problems.push_back(r.error());
+  };
   int err = 0;
   std::optional<std::string> text = read_file(path, &err);
   if (text) {
     c.source = path;
-    auto r = apply_yaml(c, path, *text);
-    if (!r) return r.error();
+    note(apply_yaml(c, path, *text));
   } else if (err != ENOENT || path_required) {
-    return field_error(path, "", std::string("cannot read config file: ") + std::strerror(err));
+    problems.push_back(field_error(path, "", std::string("cannot read config file: ") + std::strerror(err)));
   }
-  if (auto r = apply_env_overrides(c, getenv); !r) return r.error();
-  if (auto r = apply_encryption_key(c, getenv("ENCRYPTION_KEY")); !r) return r.error();
-  if (auto r = apply_admin_token(c, getenv("ADMIN_TOKEN")); !r) return r.error();
+  apply_env_overrides(c, getenv, problems);
+  note(apply_encryption_key(c, getenv("ENCRYPTION_KEY")));
+  note(apply_admin_token(c, getenv("ADMIN_TOKEN")));
+  return problems;
+}
+
+}  // namespace
+
+Result<Config> load_config(const std::string& path, bool path_required, const GetEnv& getenv) {
+  Config c;
+  auto problems = load_into(c, path, path_required, getenv);
+  if (!problems.empty()) return problems.front();
   return c;
 }
 
 std::vector<std::string> config_problems(const std::string& path, bool path_required, const GetEnv& getenv) {
-  std::vector<std::string> out;
   Config c;
-  int err = 0;
-  std::optional<std::string> text = read_file(path, &err);
-  if (text) {
-    if (auto r = apply_yaml(c, path, *text); !r) out.push_back(r.error().message);
-  } else if (err != ENOENT || path_required) {
-    out.push_back(field_error(path, "", std::string("cannot read config file: ") + std::strerror(err)).message);
-  }
-  (void)apply_env_overrides(c, getenv, &out);
-  if (auto r = apply_encryption_key(c, getenv("ENCRYPTION_KEY")); !r) out.push_back(r.error().message);
-  if (auto r = apply_admin_token(c, getenv("ADMIN_TOKEN")); !r) out.push_back(r.error().message);
+  std::vector<std::string> out;
+  for (const auto& e : load_into(c, path, path_required, getenv)) out.push_back(e.message);
   return out;
 }
 
