@@ -32,11 +32,12 @@ void Call::on_end() {
 void Call::dispatch() { admin::dispatch(*this); }
 
 void Call::record(int status) {
-  const char* kind = "admin";
+  using Route = telemetry::Metrics::Route;
+  Route kind = Route::Admin;
   switch (route_.kind) {
-    case router::RouteKind::Health: kind = "health"; break;
-    case router::RouteKind::GetKey: kind = "key"; break;
-    case router::RouteKind::Metrics: kind = "metrics"; break;
+    case router::RouteKind::Health: kind = Route::Health; break;
+    case router::RouteKind::GetKey: kind = Route::Key; break;
+    case router::RouteKind::Metrics: kind = Route::Metrics; break;
     default: break;
   }
   env_.app.metrics.request("", kind, status, static_cast<double>(uv_hrtime() - started_ns_) / 1e9);

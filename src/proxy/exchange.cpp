@@ -476,7 +476,7 @@ void ProxyExchange::drop_upstream() {
 void ProxyExchange::record_metrics() {
   if (metrics_done_) return;
   metrics_done_ = true;
-  env_.app.metrics.request(svc_ ? svc_->name : route_.service, "proxy", status_ ? status_ : 499,
+  env_.app.metrics.request(svc_ ? svc_->name : route_.service, telemetry::Metrics::Route::Proxy, status_ ? status_ : 499,
                            seconds_since(started_ns_));
 }
 

@@ -38,10 +38,8 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += name + "_count{" + labels + "} " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
 }
 
-void Metrics::request(std::string_view service, std::string_view route, int status, double seconds) {
-  size_t r = 0;
-  while (r < kRoutes.size() && kRoutes[r] != route) ++r;
-  if (r == kRoutes.size()) r = 2;  // unknown kinds count as admin
+void Metrics::request(std::string_view service, Route route, int status, double seconds) {
+  const auto r = static_cast<size_t>(route);
   size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;
   latency_[r].observe(seconds);
   std::lock_guard<std::mutex> lock(mu_);

@@ -29,7 +29,9 @@ class Histogram {
 class Metrics {
  public:
   // A request finished: route kind is health|key|admin|proxy|metrics.
-  void request(std::string_view service, std::string_view route, int status, double seconds);
+  // What kind of request it was; the order is kRoutes' order (the route label).
+  enum class Route : uint8_t { Health, Key, Admin, Metrics, Proxy };
+  void request(std::string_view service, Route route, int status, double seconds);
   void upstream(const std::string& service, double seconds);
   void upstream_error(const std::string& service, const std::string& kind);
   void failover(const std::string& service);
@@ -46,6 +48,7 @@ class Metrics {
   // Route kinds are a fixed set, so per-request counting needs no allocation: counts live in
   // an array per service, found by string_view (std::less<> allows that lookup).
   static constexpr std::array<std::string_view, 5> kRoutes = {"health", "key", "admin", "metrics", "proxy"};
+  static_assert(static_cast<size_t>(Route::Proxy) + 1 == kRoutes.size(), "one label per Route");
   using RouteCounts = std::array<std::array<uint64_t, 6>, kRoutes.size()>;  // [route][status/100]
   mutable std::mutex mu_;
   std::map<std::string, RouteCounts, std::less<>> requests_;  // by service ("" for non-proxy)
