@@ -23,16 +23,18 @@ void remove_header(Headers& h, std::string_view name) {
 }
 
 bool header_has_token(const Headers& h, std::string_view name, std::string_view token) {
-  for (const auto& hd : h) {
-    if (!iequals(hd.name, name)) continue;
-    // Walked in place: this runs for every response header the proxy relays.
-    std::string_view rest = hd.value;
-    while (!rest.empty()) {
-      size_t comma = rest.find(',');
-      if (iequals(trim(rest.substr(0, comma)), token)) return true;
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
+  for (const auto& hd : h)
+    if (iequals(hd.name, name) && list_has_token(hd.value, token)) return true;
+  return false;
+}
+
+bool list_has_token(std::string_view list, std::string_view token) {
+  // Walked in place: this runs for every response header the proxy relays.
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    if (iequals(trim(list.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
   }
   return false;
 }

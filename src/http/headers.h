@@ -21,5 +21,8 @@ size_t count_header(const Headers& h, std::string_view name);
 void remove_header(Headers& h, std::string_view name);
 // True when a comma-separated header (Connection, Transfer-Encoding) lists token.
 bool header_has_token(const Headers& h, std::string_view name, std::string_view token);
+// True when the comma-separated list (one header's value, or several joined by ',') names
+// token, case-insensitively and ignoring spaces around the items.
+bool list_has_token(std::string_view list, std::string_view token);
 
 }  // namespace keypool::http

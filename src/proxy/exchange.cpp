@@ -19,21 +19,29 @@ bool failover_status(int status) {
 }
 
 // Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
-// itself are left behind; the others are moved out of the upstream's head, not copied.
-http::Headers client_response_headers(http::Headers& in, bool tunnel) {
-  http::Headers out;
-  out.reserve(in.size() + 2);
-  for (auto& h : in) {
-    if (iequals(h.name, "content-length") || iequals(h.name, "transfer-encoding") ||
-        iequals(h.name, "keep-alive") || iequals(h.name, "proxy-connection") || iequals(h.name, "te") ||
-        iequals(h.name, "trailer"))
-      continue;
-    if (!tunnel && (iequals(h.name, "connection") || iequals(h.name, "upgrade"))) continue;
-    // Only headers named in Connection are looked up here, and those are never moved.
-    if (!tunnel && http::header_has_token(in, "connection", h.name)) continue;
-    out.push_back(std::move(h));
+// itself are dropped, in place: the rest stay where the parser put them, with no copy.
+bool hop_only_response_header(std::string_view name, bool tunnel) {
+  if (iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "keep-alive") ||
+      iequals(name, "proxy-connection") || iequals(name, "te") || iequals(name, "trailer"))
+    return true;
+  return !tunnel && (iequals(name, "connection") || iequals(name, "upgrade"));
+}
+
+void keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
+  // Fields named in Connection are hop-by-hop too. The names are read before anything
+  // moves; the value is short ("keep-alive", "close"), so this copy is not an allocation.
+  std::string named;
+  if (!tunnel)
+    for (const auto& h : headers)
+      if (iequals(h.name, "connection")) named.append(named.empty() ? "" : ",").append(h.value);
+  size_t kept = 0;
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const auto& name = headers[i].name;
+    if (hop_only_response_header(name, tunnel) || (!named.empty() && http::list_has_token(named, name))) continue;
+    if (kept != i) headers[kept] = std::move(headers[i]);
+    ++kept;
   }
-  return out;
+  headers.resize(kept);
 }
 
 double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime() - start_ns) / 1e9; }
@@ -93,7 +101,8 @@ bool ProxyExchange::authenticate() {
     fail(401, "unauthorized", "missing team token (Authorization: Bearer, x-api-key, xi-api-key or api_key)");
     return false;
   }
-  auto tok = app.tokens.authenticate(cred->value, app.clock.now_ms());
+  const int64_t now = app.clock.now_ms();
+  auto tok = app.tokens.authenticate(cred->value, now);
   if (!tok) {
     fail(401, "unauthorized", tok.error().message);
     return false;
@@ -104,7 +113,7 @@ bool ProxyExchange::authenticate() {
     fail(403, "forbidden", "this token may not use service '" + svc_->name + "'");
     return false;
   }
-  if (auto wait = app.token_limits.acquire(token_->id, token_->rpm, app.clock.now_ms()); wait > 0) {
+  if (auto wait = app.token_limits.acquire(token_->id, token_->rpm, now); wait > 0) {
     app.metrics.rate_limited("token");
     fail(429, "rate_limited", "this token's rpm limit is spent", (wait + 999) / 1000);
     return false;
@@ -265,7 +274,8 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   streaming_ = true;
   bool switching = tunnel_ && head.status == 101;
   usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
-  auto headers = client_response_headers(head.headers, switching);
+  http::Headers& headers = head.headers;
+  keep_end_to_end_headers(headers, switching);
   if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_->tier, env_.app.clock.now_ms())) {
     // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
     http::remove_header(headers, "retry-after");

@@ -19,6 +19,10 @@ constexpr unsigned kPauseHandler = 1;   // backpressure asked by the handler
 constexpr unsigned kPausePipeline = 2;  // a complete request waits for its response
 constexpr unsigned kPauseUpgrade = 4;   // an upgrade request waits for the upstream's 101
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // pipelined input held before reading stops
+// The output buffer is reused from response to response; a small body gets room in it when
+// its head is framed. An idle connection gives back more than kKeptOutCapacity.
+constexpr uint64_t kReserveBodyUpTo = 16 * 1024;
+constexpr size_t kKeptOutCapacity = 32 * 1024;
 
 struct WriteReq {
   uv_write_t req;
@@ -266,8 +270,14 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
   status_ = status;
   if (!request_done_ && request_has_body_ && mode != BodyMode::Raw)
     keep_alive_ = false;  // an unread body cannot be skipped safely: close after this
-  std::string out;
-  out.reserve(256);
+  // Framed straight into the output buffer, which keeps its capacity from earlier
+  // responses on this connection: a small answer costs no allocation. Room for a small
+  // body too, so the send_body that follows does not grow it again.
+  std::string& out = out_;
+  size_t need = 64;
+  for (const auto& h : headers) need += h.name.size() + h.value.size() + 4;
+  if (mode == BodyMode::ContentLength && length <= kReserveBodyUpTo) need += length;
+  out.reserve(out.size() + need);
   out += "HTTP/1.1 ";
   char code[8];
   out.append(code, std::to_chars(code, code + sizeof code, status).ptr);
@@ -310,7 +320,7 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
     else if (http_minor_ == 0) out += "Connection: keep-alive\r\n";
   }
   out += "\r\n";
-  write_now(std::move(out));
+  after_append();
   if (mode == BodyMode::Raw && status == 101) enter_tunnel();
 }
 
@@ -524,6 +534,7 @@ void Connection::flush() {
       if (n > 0) {
         explicit_bzero(out_.data(), static_cast<size_t>(n));  // may have held a key (GET /key)
         out_.erase(0, static_cast<size_t>(n));
+        if (out_.empty() && out_.capacity() > kKeptOutCapacity) std::string().swap(out_);
       }
       else if (n < 0 && n != UV_EAGAIN) {
         close();

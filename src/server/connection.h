@@ -55,7 +55,10 @@ class Connection final : public ResponseSink,
   void resume_read() override;
   void note_key(int64_t key_id) override {
     // Every key an exchange tried shows in its access line: failovers are visible there.
-    if (key_id_ != 0 && key_id_ != key_id) keys_tried_ += (keys_tried_.empty() ? "" : ",") + std::to_string(key_id_);
+    if (key_id_ != 0 && key_id_ != key_id) {
+      if (!keys_tried_.empty()) keys_tried_ += ',';
+      keys_tried_ += std::to_string(key_id_);
+    }
     key_id_ = key_id;
   }
   void note_service(std::string_view s) override { service_ = s; }

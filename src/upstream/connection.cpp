@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <openssl/crypto.h>
 
+#include <array>
 #include <cstring>
 
 #include "telemetry/log.h"
@@ -451,10 +452,21 @@ void Connection::write(std::string bytes) {
 void Connection::flush_writes() {
   if (state_ != State::Open || pending_.empty() || closing_) return;
   if (!tls_) {
+    // Straight from the queue first: most requests leave in this one write, with no copy of
+    // the queue into a write request.
+    if (inflight_bytes_ == 0) {
+      size_t taken = 0;
+      if (!write_directly(pending_, &taken)) return;
+      pending_bytes_ -= taken;
+      if (pending_.empty()) {
+        on_written();
+        return;
+      }
+    }
     std::vector<std::string> bufs(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
     pending_.clear();
     pending_bytes_ = 0;
-    send(std::move(bufs));
+    queue_write(std::move(bufs));
     return;
   }
   while (!pending_.empty()) {
@@ -489,11 +501,16 @@ void Connection::send_tls_output() {
 // uv_write that completes immediately still has libuv re-arm the socket's watcher when its
 // callback runs, one epoll_ctl per proxied request.
 void Connection::send(std::vector<std::string> bufs) {
-  if (inflight_bytes_ == 0 && !write_directly(bufs)) return;
+  if (inflight_bytes_ == 0 && !write_directly(bufs, nullptr)) return;
   if (bufs.empty()) {
     on_written();
     return;
   }
+  queue_write(std::move(bufs));
+}
+
+// Hands bufs to one uv_write; its callback wipes and frees them.
+void Connection::queue_write(std::vector<std::string> bufs) {
   auto req = std::make_unique<WriteReq>();
   req->conn = this;
   std::vector<uv_buf_t> uvbufs;
@@ -518,19 +535,23 @@ void Connection::send(std::vector<std::string> bufs) {
   req.release();  // the write callback adopts it
 }
 
-// One uv_try_write; what it took leaves bufs (wiped: it may hold the key). False after a
-// write error, which has been reported.
-bool Connection::write_directly(std::vector<std::string>& bufs) {
-  std::vector<uv_buf_t> uvbufs;
-  uvbufs.reserve(bufs.size());
-  for (auto& b : bufs) uvbufs.push_back(uv_buf_init(b.data(), static_cast<unsigned>(b.size())));
-  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), uvbufs.data(), static_cast<unsigned>(uvbufs.size()));
+// One uv_try_write of the front of bufs (a vector or the pending deque); what it took
+// leaves bufs, wiped: it may hold the key. *taken_out (optional) gets the byte count.
+// False after a write error, which has been reported.
+template <class Bufs>
+bool Connection::write_directly(Bufs& bufs, size_t* taken_out) {
+  constexpr size_t kMaxBufs = 16;  // the rest waits for the queued write
+  std::array<uv_buf_t, kMaxBufs> uvbufs;
+  size_t count = std::min(bufs.size(), kMaxBufs);
+  for (size_t i = 0; i < count; ++i) uvbufs[i] = uv_buf_init(bufs[i].data(), static_cast<unsigned>(bufs[i].size()));
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), uvbufs.data(), static_cast<unsigned>(count));
   if (n < 0 && n != UV_EAGAIN) {
     for (auto& b : bufs) wipe(b);
     fail(ErrorKind::Closed, std::string("cannot write to upstream ") + where() + ": " + uv_strerror(n));
     return false;
   }
   size_t taken = n > 0 ? static_cast<size_t>(n) : 0;
+  if (taken_out) *taken_out = taken;
   size_t whole = 0;
   while (whole < bufs.size() && taken >= bufs[whole].size()) {
     taken -= bufs[whole].size();

@@ -76,7 +76,9 @@ class Connection final : private http::ResponseParser::Sink {
   // Writing.
   void flush_writes();
   void send(std::vector<std::string> bufs);
-  bool write_directly(std::vector<std::string>& bufs);
+  void queue_write(std::vector<std::string> bufs);
+  template <class Bufs>
+  bool write_directly(Bufs& bufs, size_t* taken_out);
   void send_tls_output();
   void on_write_done(int status, size_t bytes);
   void on_written();
