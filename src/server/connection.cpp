@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -242,8 +243,8 @@ void Connection::on_request_head(http::RequestHead&& head) {
   if (head.upgrade) keep_alive_ = false;  // after a refused upgrade the stream is not HTTP
   method_ = head.method;
   head_request_ = head.method == "HEAD";
-  path_ = head.target.substr(0, head.target.find('?'));  // never log the query: it may hold a token
-  if (path_.size() > 256) path_.resize(256);
+  // Never log the query: it may hold a token. assign() reuses path_'s storage.
+  path_.assign(head.target, 0, std::min<size_t>(head.target.find('?'), 256));
   bool expect_continue = head.http_minor == 1 && head.has_body() &&
                          header_value_is(head.headers, "expect", "100-continue");
   handler_ = worker_.factory().on_request(head, *this);
