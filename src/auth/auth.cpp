@@ -130,15 +130,21 @@ std::string hash_token(std::string_view token) {
 }
 
 void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
-  // Digests from the store may be upper-case; lookups always produce lower-case.
-  hash_hex = to_lower(hash_hex);
+  // Digests from the store may be upper-case; hex_decode takes either.
+  auto raw = hex_decode(hash_hex);
   std::unique_lock lock(mu_);
-  if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end() && old->second != hash_hex)
+  // A re-issued token (same id, new hash) stops the old hash working at once.
+  if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end()) {
     by_hash_.erase(old->second);
-  if (auto prev = by_hash_.find(hash_hex); prev != by_hash_.end() && prev->second->id != info.id)
+    hash_by_id_.erase(old);
+  }
+  Digest d;
+  if (!raw || raw->size() != d.size()) return;  // not a SHA-256: no presented token can match it
+  std::memcpy(d.data(), raw->data(), d.size());
+  if (auto prev = by_hash_.find(d); prev != by_hash_.end() && prev->second->id != info.id)
     hash_by_id_.erase(prev->second->id);
-  hash_by_id_[info.id] = hash_hex;
-  by_hash_[std::move(hash_hex)] = std::make_shared<const TokenInfo>(std::move(info));
+  hash_by_id_[info.id] = d;
+  by_hash_[d] = std::make_shared<const TokenInfo>(std::move(info));
 }
 
 void TokenRegistry::remove(int64_t id) {
@@ -152,16 +158,13 @@ void TokenRegistry::remove(int64_t id) {
 Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string_view presented,
                                                                      int64_t now_ms) const {
   if (presented.empty()) return unauthorized("invalid token");
-  auto raw = sha256(presented);
-  if (!raw) return unauthorized("invalid token");
-  std::array<char, 64> hex;
-  std::string_view digest = hex_of(*raw, hex);
+  auto digest = sha256(presented);
+  if (!digest) return unauthorized("invalid token");
   std::shared_lock lock(mu_);
-  auto it = by_hash_.find(digest);
+  auto it = by_hash_.find(*digest);
   // The map found it by equality already; the explicit constant-time compare keeps the
-  // decision itself independent of std::string's early-exit comparison.
-  if (it == by_hash_.end() || it->first.size() != digest.size() ||
-      CRYPTO_memcmp(it->first.data(), digest.data(), digest.size()) != 0)
+  // decision itself independent of the early-exit comparison the map used.
+  if (it == by_hash_.end() || CRYPTO_memcmp(it->first.data(), digest->data(), digest->size()) != 0)
     return unauthorized("invalid token");
   const auto& info = it->second;
   if (info->expires_at_ms > 0 && now_ms >= info->expires_at_ms) return unauthorized("token expired");

@@ -8,6 +8,7 @@
 // digests, and comparisons of secret-derived bytes use CRYPTO_memcmp.
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
@@ -85,14 +86,17 @@ class TokenRegistry {
 
  private:
   mutable std::shared_mutex mu_;
-  // Transparent lookup: the digest of a presented token is looked up from a stack buffer.
+  // Keyed by the raw digest: a lookup needs no hex encoding, and a SHA-256 is already
+  // uniformly spread, so its first 8 bytes serve as the bucket hash.
   struct DigestHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    size_t operator()(const Digest& d) const {
+      size_t h;
+      std::memcpy(&h, d.data(), sizeof h);
+      return h;
+    }
   };
-  std::unordered_map<std::string, std::shared_ptr<const TokenInfo>, DigestHash, std::equal_to<>>
-      by_hash_;                                          // guarded by mu_
-  std::unordered_map<int64_t, std::string> hash_by_id_;  // guarded by mu_
+  std::unordered_map<Digest, std::shared_ptr<const TokenInfo>, DigestHash> by_hash_;  // guarded by mu_
+  std::unordered_map<int64_t, Digest> hash_by_id_;                                     // guarded by mu_
 };
 
 }  // namespace keypool::auth

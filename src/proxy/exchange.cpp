@@ -48,7 +48,7 @@ double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime()
 
 }  // namespace
 
-ProxyExchange::ProxyExchange(Env env, router::Route route, http::RequestHead&& head,
+ProxyExchange::ProxyExchange(Env env, router::Route&& route, http::RequestHead&& head,
                              server::ResponseSink& sink)
     : env_(env), route_(std::move(route)), head_(std::move(head)), sink_(&sink) {
   started_ns_ = uv_hrtime();
@@ -490,7 +490,7 @@ void ProxyExchange::record_metrics() {
                            seconds_since(started_ns_));
 }
 
-std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
+std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route&& route,
                                                      http::RequestHead&& head,
                                                      server::ResponseSink& sink) {
   auto x = std::make_shared<ProxyExchange>(env, std::move(route), std::move(head), sink);

@@ -24,7 +24,7 @@ namespace keypool::proxy {
 class ProxyExchange final : public server::RequestHandler,
                             public std::enable_shared_from_this<ProxyExchange> {
  public:
-  ProxyExchange(Env env, router::Route route, http::RequestHead&& head, server::ResponseSink& sink);
+  ProxyExchange(Env env, router::Route&& route, http::RequestHead&& head, server::ResponseSink& sink);
   ~ProxyExchange() override;
   // Authenticates, leases and starts the first attempt; answers errors itself.
   void begin();

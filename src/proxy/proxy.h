@@ -22,7 +22,7 @@ struct Env {
   upstream::Client* client;
 };
 
-std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,
+std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route&& route,
                                                      http::RequestHead&& head,
                                                      server::ResponseSink& sink);
 

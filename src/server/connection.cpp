@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "base/strings.h"
+#include "base/try_send.h"
 #include "server/status.h"
 #include "server/worker.h"
 #include "telemetry/log.h"
@@ -531,7 +532,7 @@ void Connection::flush() {
     if (in_flight_ == 0) {
       // Most responses fit the socket buffer: try a direct write before queueing.
       uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-      int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+      int n = try_send(&tcp_, &b, 1);
       if (n > 0) {
         explicit_bzero(out_.data(), static_cast<size_t>(n));  // may have held a key (GET /key)
         out_.erase(0, static_cast<size_t>(n));

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 
+#include "base/try_send.h"
 #include "telemetry/log.h"
 
 namespace keypool::upstream {
@@ -544,7 +545,7 @@ bool Connection::write_directly(Bufs& bufs, size_t* taken_out) {
   std::array<uv_buf_t, kMaxBufs> uvbufs;
   size_t count = std::min(bufs.size(), kMaxBufs);
   for (size_t i = 0; i < count; ++i) uvbufs[i] = uv_buf_init(bufs[i].data(), static_cast<unsigned>(bufs[i].size()));
-  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), uvbufs.data(), static_cast<unsigned>(count));
+  int n = try_send(&tcp_, uvbufs.data(), static_cast<unsigned>(count));
   if (n < 0 && n != UV_EAGAIN) {
     for (auto& b : bufs) wipe(b);
     fail(ErrorKind::Closed, std::string("cannot write to upstream ") + where() + ": " + uv_strerror(n));

@@ -243,6 +243,18 @@ TEST_CASE("auth: TokenRegistry authenticate, expiry, removal, re-issue") {
   reg.remove(2);
   CHECK(reg.size() == 2);
   CHECK((*reg.authenticate("kp_beta2", 0))->name == "moved");
+
+  // A stored hash that is not a SHA-256 in hex (a damaged row) matches nothing, and still
+  // replaces the id's previous hash: the old secret stops working.
+  reg.upsert(hash_token("kp_eps"), info(8, "eps"));
+  REQUIRE(reg.authenticate("kp_eps", 0).ok());
+  for (std::string bad : {std::string("zz") + hash_token("kp_eps").substr(2), hash_token("kp_eps").substr(2),
+                          std::string("kp_eps")}) {
+    CAPTURE(bad);
+    reg.upsert(bad, info(8, "eps"));
+    CHECK_FALSE(reg.authenticate("kp_eps", 0).ok());
+    CHECK(reg.size() == 2);
+  }
 }
 
 TEST_CASE("auth: TokenRegistry concurrent reads with a writer") {
