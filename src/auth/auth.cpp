@@ -129,10 +129,17 @@ std::string hash_token(std::string_view token) {
   return std::string(hex_of(*d, hex));
 }
 
+void CredentialMemo::forget() {
+  if (!secret_.empty()) OPENSSL_cleanse(secret_.data(), secret_.size());
+  secret_.clear();
+  info_.reset();
+}
+
 void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
   // Digests from the store may be upper-case; hex_decode takes either.
   auto raw = hex_decode(hash_hex);
   std::unique_lock lock(mu_);
+  ++generation_;
   // A re-issued token (same id, new hash) stops the old hash working at once.
   if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end()) {
     by_hash_.erase(old->second);
@@ -149,24 +156,45 @@ void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
 
 void TokenRegistry::remove(int64_t id) {
   std::unique_lock lock(mu_);
+  ++generation_;
   auto it = hash_by_id_.find(id);
   if (it == hash_by_id_.end()) return;
   by_hash_.erase(it->second);
   hash_by_id_.erase(it);
 }
 
-Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string_view presented,
-                                                                     int64_t now_ms) const {
+Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string_view presented, int64_t now_ms,
+                                                                     CredentialMemo* memo) const {
   if (presented.empty()) return unauthorized("invalid token");
-  auto digest = sha256(presented);
-  if (!digest) return unauthorized("invalid token");
-  std::shared_lock lock(mu_);
-  auto it = by_hash_.find(*digest);
-  // The map found it by equality already; the explicit constant-time compare keeps the
-  // decision itself independent of the early-exit comparison the map used.
-  if (it == by_hash_.end() || CRYPTO_memcmp(it->first.data(), digest->data(), digest->size()) != 0)
-    return unauthorized("invalid token");
-  const auto& info = it->second;
+  std::shared_ptr<const TokenInfo> info;
+  uint64_t generation = 0;
+  {
+    std::shared_lock lock(mu_);
+    generation = generation_;
+    // The lengths are compared first: that says only whether this connection now sends a
+    // token as long as the one it sent before.
+    if (memo && memo->info_ && memo->generation_ == generation && memo->secret_.size() == presented.size() &&
+        CRYPTO_memcmp(memo->secret_.data(), presented.data(), presented.size()) == 0)
+      info = memo->info_;
+  }
+  if (!info) {
+    auto digest = sha256(presented);
+    if (!digest) return unauthorized("invalid token");
+    std::shared_lock lock(mu_);
+    auto it = by_hash_.find(*digest);
+    // The map found it by equality already; the explicit constant-time compare keeps the
+    // decision itself independent of the early-exit comparison the map used.
+    if (it == by_hash_.end() || CRYPTO_memcmp(it->first.data(), digest->data(), digest->size()) != 0)
+      return unauthorized("invalid token");
+    info = it->second;
+    generation = generation_;
+    if (memo) {
+      memo->forget();
+      memo->secret_.assign(presented);
+      memo->generation_ = generation;
+      memo->info_ = info;
+    }
+  }
   if (info->expires_at_ms > 0 && now_ms >= info->expires_at_ms) return unauthorized("token expired");
   return info;
 }

@@ -67,6 +67,28 @@ struct TokenInfo {
   int64_t rpm = 0;                    // 0 = no per-token cap
 };
 
+// The last team token one client connection proved. SDKs send the same token on every
+// request of a keep-alive connection; with the memo, the next request is checked with one
+// constant-time compare of the presented bytes instead of a SHA-256 and a registry lookup.
+// Owned by the connection (never shared between connections), wiped when replaced and when
+// the connection goes. Any registry change (a revocation, a re-issue, an update) makes it
+// stale, so a revoked token stops working on open connections at once.
+class CredentialMemo {
+ public:
+  CredentialMemo() = default;
+  CredentialMemo(const CredentialMemo&) = delete;
+  CredentialMemo& operator=(const CredentialMemo&) = delete;
+  ~CredentialMemo() { forget(); }
+  void forget();
+  bool empty() const { return info_ == nullptr; }
+
+ private:
+  friend class TokenRegistry;
+  std::string secret_;
+  uint64_t generation_ = 0;
+  std::shared_ptr<const TokenInfo> info_;
+};
+
 // Live team tokens, shared by all workers. Reads (every request) take a shared lock; writes
 // (admin changes, startup load) take it exclusively. Keyed by the digest, so a lookup's
 // timing depends on the digest, which says nothing useful about the presented token.
@@ -81,11 +103,14 @@ class TokenRegistry {
   // Shared, not copied: the proxy asks on every request, and a token's names and service
   // list would otherwise be copied each time. An upsert replaces the entry; holders keep
   // the version they authenticated with.
-  Result<std::shared_ptr<const TokenInfo>> authenticate(std::string_view presented, int64_t now_ms) const;
+  // memo (optional): the caller's connection memo, consulted first and refreshed on success.
+  Result<std::shared_ptr<const TokenInfo>> authenticate(std::string_view presented, int64_t now_ms,
+                                                        CredentialMemo* memo = nullptr) const;
   size_t size() const;
 
  private:
   mutable std::shared_mutex mu_;
+  uint64_t generation_ = 1;  // guarded by mu_; moves on every change, see CredentialMemo
   // Keyed by the raw digest: a lookup needs no hex encoding, and a SHA-256 is already
   // uniformly spread, so its first 8 bytes serve as the bucket hash.
   struct DigestHash {

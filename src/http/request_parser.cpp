@@ -150,34 +150,39 @@ struct RequestParser::Impl {
 int RequestParser::Impl::check_framing() {
   if (llhttp_get_http_major(&parser) != 1 || head.http_minor > 1)
     return fail(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported");
-  size_t cl = count_header(head.headers, "content-length");
-  size_t te = count_header(head.headers, "transfer-encoding");
+  // One pass over the headers gathers what the framing rules need.
+  size_t cl = 0, te = 0, hosts = 0;
+  std::string_view cl_value, te_value;
+  for (const auto& h : head.headers) {
+    if (h.name.empty()) return fail(400, "bad_header", "empty header name");
+    if (h.value.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos)
+      return fail(400, "bad_header", "control character in header value");
+    if (iequals(h.name, "content-length")) {
+      if (cl++ == 0) cl_value = h.value;
+    } else if (iequals(h.name, "transfer-encoding")) {
+      if (te++ == 0) te_value = h.value;
+    } else if (iequals(h.name, "host")) {
+      ++hosts;
+    }
+  }
   if (cl > 1) return fail(400, "bad_framing", "repeated Content-Length");
   if (cl && te) return fail(400, "bad_framing", "both Content-Length and Transfer-Encoding");
   if (te) {
     if (head.http_minor == 0)
       return fail(400, "bad_framing", "Transfer-Encoding is not allowed in HTTP/1.0");
     if (te > 1) return fail(400, "bad_framing", "repeated Transfer-Encoding");
-    auto v = *find_header(head.headers, "transfer-encoding");
-    if (!iequals(trim(v), "chunked"))
+    if (!iequals(trim(te_value), "chunked"))
       return fail(400, "bad_framing", "Transfer-Encoding must be exactly 'chunked'");
     head.chunked = true;
   }
   if (cl) {
-    auto v = parse_uint(trim(*find_header(head.headers, "content-length")));
+    auto v = parse_uint(trim(cl_value));
     if (!v) return fail(400, "bad_framing", "invalid Content-Length");
     head.content_length = static_cast<uint64_t>(*v);
   }
-  size_t hosts = count_header(head.headers, "host");
   if (head.http_minor == 1 && hosts != 1)
     return fail(400, "bad_host", hosts ? "repeated Host header" : "missing Host header");
   if (head.http_minor == 0 && hosts > 1) return fail(400, "bad_host", "repeated Host header");
-  for (const auto& h : head.headers) {
-    if (h.name.empty()) return fail(400, "bad_header", "empty header name");
-    for (char c : h.value)
-      if (c == '\0' || c == '\r' || c == '\n')
-        return fail(400, "bad_header", "control character in header value");
-  }
   return 0;
 }
 

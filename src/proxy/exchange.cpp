@@ -44,6 +44,22 @@ void keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
   headers.resize(kept);
 }
 
+// What the proxy keeps on a client connection between its requests.
+struct ClientState final : server::ConnectionState {
+  auth::CredentialMemo memo;
+};
+
+auth::CredentialMemo& credential_memo(server::ResponseSink& sink) {
+  auto& slot = sink.connection_state();
+  auto* state = dynamic_cast<ClientState*>(slot.get());
+  if (!state) {
+    auto fresh = std::make_unique<ClientState>();
+    state = fresh.get();
+    slot = std::move(fresh);
+  }
+  return state->memo;
+}
+
 double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime() - start_ns) / 1e9; }
 
 }  // namespace
@@ -102,7 +118,7 @@ bool ProxyExchange::authenticate() {
     return false;
   }
   const int64_t now = app.clock.now_ms();
-  auto tok = app.tokens.authenticate(cred->value, now);
+  auto tok = app.tokens.authenticate(cred->value, now, sink_ ? &credential_memo(*sink_) : nullptr);
   if (!tok) {
     fail(401, "unauthorized", tok.error().message);
     return false;

@@ -616,6 +616,7 @@ void Connection::update_reading() {
 void Connection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
+  handler_state_.reset();  // may hold a verified credential: gone with the connection
   if (handler_) {
     auto h = std::move(handler_);
     if (!response_done_) {

@@ -63,6 +63,7 @@ class Connection final : public ResponseSink,
   }
   void note_service(std::string_view s) override { service_ = s; }
   std::string_view peer() const override { return peer_; }
+  std::unique_ptr<ConnectionState>& connection_state() override { return handler_state_; }
 
  private:
   enum class State {
@@ -117,6 +118,7 @@ class Connection final : public ResponseSink,
   MovingDeadline deadline_{&timer_, &Connection::on_timer};  // when on_timer acts
 
   std::shared_ptr<RequestHandler> handler_;
+  std::unique_ptr<ConnectionState> handler_state_;
   bool request_done_ = false;
   bool request_has_body_ = false;
   bool response_done_ = false;

@@ -19,6 +19,14 @@ enum class BodyMode {
   Raw,            // 101 Switching Protocols: raw tunnel bytes follow
 };
 
+// What a handler keeps across the requests of one client connection (the proxy keeps the
+// credential it verified). The server owns it and destroys it with the connection, without
+// knowing what it is.
+class ConnectionState {
+ public:
+  virtual ~ConnectionState() = default;
+};
+
 // Answering side of one request; implemented by the connection. Valid until the handler
 // receives on_abort() or is destroyed.
 class ResponseSink {
@@ -37,6 +45,8 @@ class ResponseSink {
   virtual void note_key(int64_t key_id) = 0;
   virtual void note_service(std::string_view service) = 0;
   virtual std::string_view peer() const = 0;
+  // The connection's slot for a ConnectionState; empty until a handler fills it.
+  virtual std::unique_ptr<ConnectionState>& connection_state() = 0;
 };
 
 class RequestHandler {

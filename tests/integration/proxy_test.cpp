@@ -295,6 +295,43 @@ TEST_CASE("proxy: hop-by-hop headers are dropped in both directions") {
   CHECK(r.header("x-also-kept") == "yes");
 }
 
+TEST_CASE("proxy: a token revoked while its keep-alive connection is open stops working on it") {
+  FakeUpstream up(json_ok());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  setup_pool(kp, "svc", {"sk-revoke-0123456789"});
+  auto created = add_token(kp, {{"tier", "t"}});
+  std::string token = created["token"].get<std::string>();
+  std::string other = add_token(kp, {{"tier", "t"}, {"name", "other"}})["token"].get<std::string>();
+
+  // One connection, as an SDK keeps it: the token is proved on the first request and
+  // presented again on each one after.
+  Connection c = Connection::connect("127.0.0.1", kp.port);
+  for (int i = 0; i < 2; ++i) {
+    c.send("GET", "/v1/svc/x", bearer(token));
+    CHECK(c.read_response().status == 200);
+  }
+  // A wrong token on the same connection is still checked in full.
+  std::string wrong = token;
+  wrong.back() = wrong.back() == 'A' ? 'B' : 'A';
+  c.send("GET", "/v1/svc/x", bearer(wrong));
+  CHECK(c.read_response().status == 401);
+  c.send("GET", "/v1/svc/x", bearer(other));
+  CHECK(c.read_response().status == 200);
+  c.send("GET", "/v1/svc/x", bearer(token));
+  CHECK(c.read_response().status == 200);
+
+  REQUIRE(kp.admin("DELETE", "/admin/tokens/" + std::to_string(created["id"].get<int64_t>())).status == 200);
+  c.send("GET", "/v1/svc/x", bearer(token));
+  auto r = c.read_response();
+  CHECK(r.status == 401);
+  CHECK(r.json()["error"]["code"] == "unauthorized");
+  c.send("GET", "/v1/svc/x", bearer(other));
+  CHECK(c.read_response().status == 200);
+  CHECK(up.request_count() == 5);  // the 401s never reached it
+}
+
 TEST_CASE("proxy: a spent pool answers 429 with Retry-After") {
   FakeUpstream up(json_ok());
   Keypool kp({}, false);

@@ -9,6 +9,7 @@
 #include <vector>
 
 using keypool::ErrorCode;
+using keypool::auth::CredentialMemo;
 using keypool::auth::CredentialSource;
 using keypool::auth::extract_credential;
 using keypool::auth::hash_token;
@@ -255,6 +256,55 @@ TEST_CASE("auth: TokenRegistry authenticate, expiry, removal, re-issue") {
     CHECK_FALSE(reg.authenticate("kp_eps", 0).ok());
     CHECK(reg.size() == 2);
   }
+}
+
+TEST_CASE("auth: a connection's credential memo never outlives a registry change") {
+  TokenRegistry reg;
+  reg.upsert(hash_token("kp_one_0123456789"), info(1, "one"));
+  reg.upsert(hash_token("kp_two_0123456789"), info(2, "two", 10'000));
+  CredentialMemo memo;
+  CHECK(memo.empty());
+
+  // A proved token is remembered; the same bytes again are answered from the memo.
+  REQUIRE(reg.authenticate("kp_one_0123456789", 0, &memo).ok());
+  CHECK_FALSE(memo.empty());
+  auto again = reg.authenticate("kp_one_0123456789", 0, &memo);
+  REQUIRE(again.ok());
+  CHECK((*again)->name == "one");
+
+  // Other bytes are checked in full, whatever the memo holds: a wrong token of the same
+  // length, a prefix, a longer one.
+  for (const char* wrong : {"kp_one_0123456788", "kp_one_012345678", "kp_one_01234567890", ""}) {
+    CAPTURE(wrong);
+    CHECK_FALSE(reg.authenticate(wrong, 0, &memo).ok());
+  }
+  // Another valid token on the same connection replaces the memo.
+  auto two = reg.authenticate("kp_two_0123456789", 0, &memo);
+  REQUIRE(two.ok());
+  CHECK((*two)->name == "two");
+  // Expiry is checked on every request, memo or not.
+  auto expired = reg.authenticate("kp_two_0123456789", 10'000, &memo);
+  REQUIRE_FALSE(expired.ok());
+  CHECK(expired.error().message == "token expired");
+
+  // An update under the same hash is seen at once.
+  reg.upsert(hash_token("kp_two_0123456789"), info(2, "two-renamed"));
+  CHECK((*reg.authenticate("kp_two_0123456789", 20'000, &memo))->name == "two-renamed");
+  // A revocation too, even though the memo still holds the token.
+  REQUIRE_FALSE(memo.empty());
+  reg.remove(2);
+  CHECK_FALSE(reg.authenticate("kp_two_0123456789", 0, &memo).ok());
+  // A change to another token makes the memo stale as well: the next request is verified
+  // again and still succeeds.
+  REQUIRE(reg.authenticate("kp_one_0123456789", 0, &memo).ok());
+  reg.upsert(hash_token("kp_three_0123456"), info(3, "three"));
+  CHECK(reg.authenticate("kp_one_0123456789", 0, &memo).ok());
+  // Re-issuing token 1 stops its old secret on a connection that proved it.
+  reg.upsert(hash_token("kp_one_new_0123456"), info(1, "one"));
+  CHECK_FALSE(reg.authenticate("kp_one_0123456789", 0, &memo).ok());
+
+  memo.forget();
+  CHECK(memo.empty());
 }
 
 TEST_CASE("auth: TokenRegistry concurrent reads with a writer") {

@@ -81,6 +81,41 @@ TEST_CASE("request parser: ambiguous framing is refused with 400") {
   }
 }
 
+TEST_CASE("request parser: framing fields are found whatever their case and place") {
+  {
+    Events ev;
+    RequestParser p({}, &ev);
+    auto r = feed(p, "POST / HTTP/1.1\r\nX-A: 1\r\ncontent-LENGTH:  5 \r\nhOST: x\r\n\r\nhello", 1 << 20);
+    CHECK(r.status == Status::Paused);
+    REQUIRE(ev.heads.size() == 1);
+    REQUIRE(ev.heads[0].content_length);
+    CHECK(*ev.heads[0].content_length == 5);
+    CHECK_FALSE(ev.heads[0].chunked);
+    CHECK(ev.body == "hello");
+  }
+  {
+    Events ev;
+    RequestParser p({}, &ev);
+    auto r = feed(p, "POST / HTTP/1.1\r\nHost: x\r\nTRANSFER-encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 1 << 20);
+    CHECK(r.status == Status::Paused);
+    REQUIRE(ev.heads.size() == 1);
+    CHECK(ev.heads[0].chunked);
+    CHECK(ev.body == "abc");
+  }
+  const char* refused[] = {
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nHOST: a\r\n\r\n",
+      "POST / HTTP/1.1\r\ncontent-length: 1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx",
+  };
+  for (const char* c : refused) {
+    Events ev;
+    RequestParser p({}, &ev);
+    INFO(c);
+    CHECK(feed(p, c, 1 << 20).error_status == 400);
+    CHECK(ev.heads.empty());
+  }
+}
+
 TEST_CASE("request parser: the header limit counts the same however the bytes arrive") {
   RequestParser::Limits limits;
   limits.max_header_bytes = 600;
