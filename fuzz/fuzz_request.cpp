@@ -1,6 +1,6 @@
-// fuzz_request: downstream bytes -> RequestParser -> router::route -> rewrite::build ->
-// rewrite::serialize_head, driven the way server/connection.cpp drives them (feed, resume
-// after each complete request, stop at an upgrade or an error).
+// fuzz_request: downstream bytes -> RequestParser -> router::route -> rewrite::upstream_head,
+// driven the way server/connection.cpp drives them (feed, resume after each complete request,
+// stop at an upgrade or an error).
 //
 // Input: byte 0 picks how the rest is split into reads (1..32 bytes, or all at once);
 // the rest is the byte stream a client sends on one connection.
@@ -176,8 +176,15 @@ void proxy_head(const http::RequestHead& head, bool input_has_key, std::string* 
                                                        : rewrite::BodyFraming::None;
   for (int i = 0; i < 2; ++i) {
     const auto& svc = service(i);
-    auto req = rewrite::build(svc, head.method, route->rest, route->query, head.headers, kKey, head.upgrade);
-    std::string out = rewrite::serialize_head(req, framing, head.content_length.value_or(0));
+    std::string out = rewrite::upstream_head(svc,
+                                             {.method = head.method,
+                                              .rest = route->rest,
+                                              .query = route->query,
+                                              .headers = head.headers,
+                                              .upgrade = head.upgrade,
+                                              .framing = framing,
+                                              .content_length = head.content_length.value_or(0)},
+                                             kKey);
     check_upstream_head(out, svc, head, framing, input_has_key);
     log->append(out);
   }

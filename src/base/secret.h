@@ -9,6 +9,21 @@
 
 namespace keypool {
 
+// Drops the first n bytes of a buffer that may hold a secret (a request head with the key, a
+// GET /key answer), leaving no copy behind: erase(0, n) would move the tail down and leave
+// a stale copy of its last n bytes past the new size, where no later wipe reaches.
+inline void erase_front_wiped(std::string& s, size_t n) {
+  if (n >= s.size()) {
+    explicit_bzero(s.data(), s.size());
+    s.clear();
+    return;
+  }
+  size_t left = s.size() - n;
+  memmove(s.data(), s.data() + n, left);
+  explicit_bzero(s.data() + left, n);
+  s.resize(left);
+}
+
 class Secret {
  public:
   Secret() = default;

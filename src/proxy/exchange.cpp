@@ -184,11 +184,17 @@ ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
 void ProxyExchange::start_attempt() {
   attempts_++;
   upstream::Origin origin{svc_->tls, svc_->host, svc_->port};
-  auto req = rewrite::build(*svc_, head_.method, route_.rest, route_.query, head_.headers,
-                            lease_->value->view(), tunnel_);
-  std::string head = rewrite::serialize_head(req, framing_, head_.content_length.value_or(0));
-  // The serialized head holds the key: it is wiped once written (upstream writes wipe).
-  for (auto& h : req.headers) explicit_bzero(h.value.data(), h.value.size());
+  // The head is the only copy of the key rewrite makes; upstream writes wipe it once written.
+  // head_.headers are only read: a failover builds the next attempt's head from them again.
+  std::string head = rewrite::upstream_head(*svc_,
+                                            {.method = head_.method,
+                                             .rest = route_.rest,
+                                             .query = route_.query,
+                                             .headers = head_.headers,
+                                             .upgrade = tunnel_,
+                                             .framing = framing_,
+                                             .content_length = head_.content_length.value_or(0)},
+                                            lease_->value->view());
   upstream_started_ns_ = uv_hrtime();
   up_ = env_.client->start(origin, head_.method, &up_handler_);
   up_->write(std::move(head));

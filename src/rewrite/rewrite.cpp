@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
+#include <charconv>
 #include <optional>
 #include <vector>
 
@@ -21,65 +23,90 @@ constexpr std::array<std::string_view, 9> kHopByHop = {
 constexpr std::array<std::string_view, 4> kCredentialHeaders = {"authorization", "x-api-key",
                                                                 "xi-api-key", "api-key"};
 
-// Host is rebuilt for the upstream origin; Content-Length is re-added by serialize_head from
-// the framing the proxy chose. Expect is dropped because the downstream server answers
-// "100 Continue" itself and the body is streamed to the upstream as it arrives.
+// Host is rebuilt for the upstream origin; Content-Length is re-added from the framing the
+// proxy chose. Expect is dropped because the downstream server answers "100 Continue" itself
+// and the body is streamed to the upstream as it arrives.
 constexpr std::array<std::string_view, 3> kRebuilt = {"host", "content-length", "expect"};
 
 constexpr std::string_view kControlPrefix = "x-keypool-";
 
-bool in_list(std::string_view lower_name, const auto& list) {
-  return std::find(list.begin(), list.end(), lower_name) != list.end();
+bool in_list(std::string_view name, const auto& list) {
+  return std::any_of(list.begin(), list.end(),
+                     [&](std::string_view listed) { return iequals(listed, name); });
 }
 
-// Every field the client named in Connection is hop-by-hop too (RFC 9110 §7.6.1).
-std::vector<std::string> connection_tokens(const http::Headers& headers) {
-  std::vector<std::string> out;
-  for (const auto& h : headers) {
-    if (!iequals(h.name, "connection")) continue;
-    for (auto part : split(h.value, ','))
-      if (auto t = trim(part); !t.empty()) out.push_back(to_lower(t));
-  }
-  return out;
+bool istarts_with(std::string_view name, std::string_view prefix) {
+  return name.size() >= prefix.size() && iequals(name.substr(0, prefix.size()), prefix);
 }
 
-bool should_strip(const std::string& lower_name, const std::vector<std::string>& named,
-                  bool upgrade) {
-  if (upgrade && lower_name == "upgrade") return false;
-  if (in_list(lower_name, kHopByHop) || in_list(lower_name, kCredentialHeaders) ||
-      in_list(lower_name, kRebuilt) || starts_with(lower_name, kControlPrefix))
+// Whether a client header belongs to the downstream hop or identifies the caller. Compared
+// case-insensitively in place: this runs for every client header of every request.
+bool stays_downstream(std::string_view name, const http::Headers& client, bool upgrade) {
+  if (upgrade && iequals(name, "upgrade")) return false;
+  if (in_list(name, kHopByHop) || in_list(name, kCredentialHeaders) || in_list(name, kRebuilt) ||
+      istarts_with(name, kControlPrefix))
     return true;
-  return std::find(named.begin(), named.end(), lower_name) != named.end();
+  // Every field the client named in Connection is hop-by-hop too (RFC 9110 §7.6.1).
+  return http::header_has_token(client, "connection", name);
 }
 
-void append_filtered_headers(http::Headers& out, const http::Headers& client, bool upgrade) {
-  auto named = connection_tokens(client);
-  for (const auto& h : client)
-    if (!should_strip(to_lower(h.name), named, upgrade)) out.push_back(h);
+bool is_fixed(std::string_view name, const config::ServiceDef& svc) {
+  return std::any_of(svc.headers.begin(), svc.headers.end(),
+                     [&](const http::Header& f) { return iequals(f.name, name); });
 }
 
-// Query names are compared decoded ("api%5Fkey" is still api_key); an undecodable name is
-// compared as written.
-std::string decoded_name(std::string_view part) {
-  std::string raw(part.substr(0, part.find('=')));
-  std::replace(raw.begin(), raw.end(), '+', ' ');
-  auto d = percent_decode(raw);
-  return d ? std::move(*d) : raw;
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
-// Removes the client's own credential parameters, keeping every other byte and the order.
-std::string filter_query(std::string_view query, std::string_view auth_param) {
-  if (query.empty()) return {};
-  std::string out;
-  bool first = true;
-  for (auto part : split(query, '&')) {
-    auto name = decoded_name(part);
-    if (name == "api_key" || name == auth_param) continue;
-    if (!first) out.push_back('&');
-    out.append(part);
-    first = false;
+// Whether percent_decode would accept s: every '%' followed by two hex digits.
+bool decodable(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') continue;
+    if (i + 2 >= s.size() || hex_digit(s[i + 1]) < 0 || hex_digit(s[i + 2]) < 0) return false;
+    i += 2;
   }
-  return out;
+  return true;
+}
+
+// Query names are compared decoded, '+' as a space ("api%5Fkey" is still api_key); a name
+// with a malformed escape is compared as written. Decoded on the fly: no copy per parameter.
+bool param_named(std::string_view param, std::string_view want) {
+  std::string_view raw = param.substr(0, param.find('='));
+  bool decode = decodable(raw);
+  size_t matched = 0;
+  for (size_t i = 0; i < raw.size(); ++i, ++matched) {
+    char c = raw[i];
+    if (c == '+') {
+      c = ' ';
+    } else if (c == '%' && decode) {
+      c = static_cast<char>(hex_digit(raw[i + 1]) * 16 + hex_digit(raw[i + 2]));
+      i += 2;
+    }
+    if (matched == want.size() || want[matched] != c) return false;
+  }
+  return matched == want.size();
+}
+
+// The client's query without its own credential parameters, every other byte and the order
+// kept.
+void append_filtered_query(std::string& out, std::string_view query, std::string_view auth_param) {
+  if (query.empty()) return;
+  bool first = true;
+  for (;;) {
+    size_t amp = query.find('&');
+    std::string_view param = query.substr(0, amp);
+    if (!param_named(param, "api_key") && !param_named(param, auth_param)) {
+      if (!first) out.push_back('&');
+      out.append(param);
+      first = false;
+    }
+    if (amp == std::string_view::npos) return;
+    query.remove_prefix(amp + 1);
+  }
 }
 
 struct AuthHeader {
@@ -106,44 +133,8 @@ std::optional<AuthHeader> auth_header(config::AuthScheme scheme) {
   return std::nullopt;
 }
 
-// Fixed service headers win over whatever the client sent under the same name.
-void add_fixed_headers(http::Headers& headers, const http::Headers& fixed) {
-  for (const auto& f : fixed) http::remove_header(headers, f.name);
-  for (const auto& f : fixed) headers.push_back(f);
-}
-
-std::string build_target(const config::ServiceDef& svc, std::string_view rest,
-                         std::string_view query, std::string_view key_value) {
-  std::string target = svc.base_path;
-  target.append(rest.empty() ? std::string_view("/") : rest);
-  std::string q = filter_query(query, svc.auth_param);
-  if (svc.auth_scheme == config::AuthScheme::QueryParam) {
-    if (!q.empty()) q.push_back('&');
-    q.append(svc.auth_param).push_back('=');
-    q.append(percent_encode(key_value));
-  }
-  if (!q.empty()) target.append("?").append(q);
-  return target;
-}
-
-bool is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
-
-bool is_safe_header(const http::Header& h) {
-  if (h.name.empty()) return false;
-  for (unsigned char c : h.name)
-    if (!is_tchar(c)) return false;
-  for (unsigned char c : h.value)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  return true;
-}
-
 // RFC 3986 unreserved characters pass; every other byte becomes %XX in the given digits.
-std::string encode_with(std::string_view s, const char* hex) {
-  std::string out;
-  out.reserve(s.size());
+void encode_to(std::string& out, std::string_view s, const char* hex) {
   for (unsigned char c : s) {
     bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                       c == '-' || c == '.' || c == '_' || c == '~';
@@ -155,60 +146,156 @@ std::string encode_with(std::string_view s, const char* hex) {
       out.push_back(hex[c & 15]);
     }
   }
-  return out;
 }
 
-}  // namespace
-
-std::string percent_encode(std::string_view s) { return encode_with(s, "0123456789ABCDEF"); }
-
-std::string host_header(const config::ServiceDef& svc) {
-  bool v6 = svc.host.find(':') != std::string::npos;
-  std::string out = v6 ? "[" + svc.host + "]" : svc.host;
-  uint16_t default_port = svc.tls ? 443 : 80;
-  if (svc.port != default_port) out.append(":").append(std::to_string(svc.port));
-  return out;
-}
-
-UpstreamRequest build(const config::ServiceDef& svc, std::string_view method, std::string_view rest,
-                      std::string_view query, const http::Headers& client_headers,
-                      std::string_view key_value, bool upgrade) {
-  UpstreamRequest r;
-  r.method = std::string(method);
-  r.target = build_target(svc, rest, query, key_value);
-  r.headers.reserve(client_headers.size() + svc.headers.size() + 3);
-  r.headers.push_back({"Host", host_header(svc)});
-  append_filtered_headers(r.headers, client_headers, upgrade);
-  add_fixed_headers(r.headers, svc.headers);
-  if (upgrade) r.headers.push_back({"Connection", "Upgrade"});
-  if (auto auth = auth_header(svc.auth_scheme)) {
-    // A fixed header of the same name must not ride along with the key (two credentials).
-    http::remove_header(r.headers, auth->name);
-    r.headers.push_back(
-        {std::string(auth->name), std::string(auth->prefix) + std::string(key_value)});
-  }
-  return r;
-}
-
-std::string serialize_head(const UpstreamRequest& r, BodyFraming framing, uint64_t content_length) {
+std::string encode_with(std::string_view s, const char* hex) {
   std::string out;
-  out.reserve(256);
-  out.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
-  for (const auto& h : r.headers) {
-    if (!is_safe_header(h)) continue;
-    out.append(h.name).append(": ").append(h.value).append("\r\n");
+  out.reserve(s.size());
+  encode_to(out, s, hex);
+  return out;
+}
+
+constexpr const char* kUpperHex = "0123456789ABCDEF";
+
+void append_target(std::string& out, const config::ServiceDef& svc, std::string_view rest,
+                   std::string_view query, std::string_view key_value) {
+  out.append(svc.base_path).append(rest.empty() ? std::string_view("/") : rest);
+  // The '?' goes in first and comes out again when no query follows it.
+  size_t mark = out.size();
+  out.push_back('?');
+  append_filtered_query(out, query, svc.auth_param);
+  if (svc.auth_scheme == config::AuthScheme::QueryParam) {
+    if (out.size() > mark + 1) out.push_back('&');
+    out.append(svc.auth_param).push_back('=');
+    encode_to(out, key_value, kUpperHex);
   }
+  if (out.size() == mark + 1) out.resize(mark);
+}
+
+// RFC 9110 token characters, as a table: every byte of every header name is looked up.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = t[c - 'a' + 'A'] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+bool is_safe_name(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+           return kTchar[static_cast<unsigned char>(c)];
+         });
+}
+
+// Without an early exit or a branch per byte, so that the compiler can vectorise it: every
+// value is scanned whole in the common case anyway.
+bool is_safe_value(std::string_view value) {
+  unsigned char bad = 0;
+  for (unsigned char c : value) bad |= ((c < 0x20) & (c != '\t')) | (c == 0x7f);
+  return bad == 0;
+}
+
+// "name: value\r\n", the value written in two parts (the auth prefix and the key) so that
+// neither is joined into a temporary.
+void append_header(std::string& out, std::string_view name, std::string_view value,
+                   std::string_view value_rest = {}) {
+  if (!is_safe_name(name) || !is_safe_value(value) || !is_safe_value(value_rest)) return;
+  out.append(name).append(": ").append(value).append(value_rest).append("\r\n");
+}
+
+void append_host(std::string& out, const config::ServiceDef& svc) {
+  bool v6 = svc.host.find(':') != std::string::npos;
+  if (v6) out.push_back('[');
+  out.append(svc.host);
+  if (v6) out.push_back(']');
+  uint16_t default_port = svc.tls ? 443 : 80;
+  if (svc.port != default_port) {
+    char digits[8];
+    auto end = std::to_chars(digits, digits + sizeof digits, svc.port).ptr;
+    out.push_back(':');
+    out.append(digits, end);
+  }
+}
+
+void append_headers(std::string& out, const config::ServiceDef& svc, const ClientRequest& req,
+                    std::string_view key_value) {
+  // Fixed service headers win over the Host written here and over whatever the client sent
+  // under the same name.
+  if (!is_fixed("host", svc) && is_safe_value(svc.host)) {
+    out.append("Host: ");
+    append_host(out, svc);
+    out.append("\r\n");
+  }
+  for (const auto& h : req.headers)
+    if (!stays_downstream(h.name, req.headers, req.upgrade) && !is_fixed(h.name, svc))
+      append_header(out, h.name, h.value);
+  auto auth = auth_header(svc.auth_scheme);
+  for (const auto& f : svc.headers)
+    // A fixed header with the key's header name must not ride along with it (two credentials).
+    if (!auth || !iequals(f.name, auth->name)) append_header(out, f.name, f.value);
+  if (req.upgrade) append_header(out, "Connection", "Upgrade");
+  if (auth) append_header(out, auth->name, auth->prefix, key_value);
+}
+
+void append_framing(std::string& out, BodyFraming framing, uint64_t content_length) {
   switch (framing) {
     case BodyFraming::None:
       break;
-    case BodyFraming::ContentLength:
-      out.append("Content-Length: ").append(std::to_string(content_length)).append("\r\n");
+    case BodyFraming::ContentLength: {
+      char digits[24];
+      auto end = std::to_chars(digits, digits + sizeof digits, content_length).ptr;
+      out.append("Content-Length: ").append(digits, end).append("\r\n");
       break;
+    }
     case BodyFraming::Chunked:
       out.append("Transfer-Encoding: chunked\r\n");
       break;
   }
+}
+
+constexpr size_t kLineEnd = 2;      // "\r\n"
+constexpr size_t kHeaderExtra = 4;  // ": " and "\r\n"
+
+// The most the head can take: every input counted whole, as if nothing were stripped.
+size_t head_size_bound(const config::ServiceDef& svc, const ClientRequest& req,
+                       std::string_view key_value) {
+  size_t n = req.method.size() + std::string_view(" HTTP/1.1").size() + 1 + kLineEnd;
+  // target: '/' for an empty rest, '?', '&' before the key, "param=" and the key at 3 bytes
+  // per byte once percent-encoded
+  n += svc.base_path.size() + req.rest.size() + 1 + req.query.size() + 2 + svc.auth_param.size() +
+       1 + 3 * key_value.size();
+  n += std::string_view("Host: []:65535").size() + svc.host.size() + kLineEnd;
+  for (const auto& h : req.headers) n += h.name.size() + h.value.size() + kHeaderExtra;
+  for (const auto& h : svc.headers) n += h.name.size() + h.value.size() + kHeaderExtra;
+  n += std::string_view("Connection: Upgrade").size() + kLineEnd;
+  if (auto auth = auth_header(svc.auth_scheme))
+    n += auth->name.size() + auth->prefix.size() + key_value.size() + kHeaderExtra;
+  n += std::string_view("Content-Length: 18446744073709551615").size() + kLineEnd;
+  return n + kLineEnd;
+}
+
+}  // namespace
+
+std::string percent_encode(std::string_view s) { return encode_with(s, kUpperHex); }
+
+std::string host_header(const config::ServiceDef& svc) {
+  std::string out;
+  append_host(out, svc);
+  return out;
+}
+
+std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& req,
+                          std::string_view key_value) {
+  std::string out;
+  const size_t bound = head_size_bound(svc, req, key_value);
+  out.reserve(bound);
+  out.append(req.method).push_back(' ');
+  append_target(out, svc, req.rest, req.query, key_value);
+  out.append(" HTTP/1.1\r\n");
+  append_headers(out, svc, req, key_value);
+  append_framing(out, req.framing, req.content_length);
   out.append("\r\n");
+  assert(out.size() <= bound);  // no reallocation: no unwiped copy of the key left behind
   return out;
 }
 

@@ -7,8 +7,8 @@
 // pooled key exactly once, in the form the service's auth_scheme asks for. The key value
 // appears only in the header or query parameter built here; nothing else in this room copies it.
 //
-// It does not frame the body: the proxy decides Content-Length vs chunked and passes that to
-// serialize_head.
+// The head is written straight into one string, reserved once: client headers, fixed service
+// headers and the key are appended from where they already live, never copied elsewhere first.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,25 +18,33 @@
 
 namespace keypool::rewrite {
 
-struct UpstreamRequest {
-  std::string method;
-  std::string target;  // base_path + rest [+ '?' + query]
-  http::Headers headers;
-};
-
-// `rest` starts with '/' (an empty rest means "/"); `query` is raw, without '?'.
-// `upgrade`: a WebSocket handshake; keeps Upgrade and sends "Connection: Upgrade".
-UpstreamRequest build(const config::ServiceDef& svc, std::string_view method, std::string_view rest,
-                      std::string_view query, const http::Headers& client_headers,
-                      std::string_view key_value, bool upgrade);
-
+// How the proxy frames the body it streams upstream (it decides; rewrite only writes it down).
 enum class BodyFraming { None, ContentLength, Chunked };
 
-// "METHOD target HTTP/1.1\r\n", the headers, one framing header, "\r\n".
-// A header whose name or value could split the head (CR, LF, NUL, other controls; ':' or
-// space in a name) is left out rather than sent: it can only come from a bad stored key or
-// service definition, and injecting it would let that value forge headers.
-std::string serialize_head(const UpstreamRequest& r, BodyFraming framing, uint64_t content_length);
+// A routed downstream request, as views into the client's head and route.
+struct ClientRequest {
+  std::string_view method;
+  std::string_view rest;   // starts with '/'; an empty rest means "/"
+  std::string_view query;  // raw, without '?'
+  const http::Headers& headers;
+  bool upgrade = false;  // a WebSocket handshake: keeps Upgrade, sends "Connection: Upgrade"
+  BodyFraming framing = BodyFraming::None;
+  uint64_t content_length = 0;  // with BodyFraming::ContentLength
+};
+
+// "METHOD target HTTP/1.1\r\n", the headers, one framing header, "\r\n"; target is
+// base_path + rest [+ '?' + query].
+//
+// The key is written into the returned string and nowhere else, and that string is reserved
+// up front for the largest head these inputs can give, so it never reallocates (which would
+// free a copy of the key unwiped). The caller must wipe it after use: upstream::Connection
+// wipes every buffer it writes. `req.headers` are only read, so they can serve a retry.
+//
+// A header whose name or value could split the head (CR, LF, NUL, other controls; a name
+// that is not a token) is left out rather than sent: it can only come from a bad stored key
+// or service definition, and injecting it would let that value forge headers.
+std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& req,
+                          std::string_view key_value);
 
 // Replaces each occurrence of `secret`, and of its percent-encoded forms (upper- and
 // lower-case hex), with "***". Returns how many were replaced. For buffered error bodies:

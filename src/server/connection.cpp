@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "base/secret.h"
 #include "base/strings.h"
 #include "base/try_send.h"
 #include "server/status.h"
@@ -534,8 +535,7 @@ void Connection::flush() {
       uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
       int n = try_send(&tcp_, &b, 1);
       if (n > 0) {
-        explicit_bzero(out_.data(), static_cast<size_t>(n));  // may have held a key (GET /key)
-        out_.erase(0, static_cast<size_t>(n));
+        erase_front_wiped(out_, static_cast<size_t>(n));  // may have held a key (GET /key)
         if (out_.empty() && out_.capacity() > kKeptOutCapacity) std::string().swap(out_);
       }
       else if (n < 0 && n != UV_EAGAIN) {

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 
+#include "base/secret.h"
 #include "base/try_send.h"
 #include "telemetry/log.h"
 
@@ -560,10 +561,7 @@ bool Connection::write_directly(Bufs& bufs, size_t* taken_out) {
     ++whole;
   }
   bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(whole));
-  if (taken > 0) {
-    explicit_bzero(bufs.front().data(), taken);
-    bufs.front().erase(0, taken);
-  }
+  if (taken > 0) erase_front_wiped(bufs.front(), taken);
   return true;
 }
 

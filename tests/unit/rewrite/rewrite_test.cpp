@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstring>  // explicit_bzero
 #include <string>
 
 using keypool::config::AuthScheme;
@@ -23,15 +25,76 @@ ServiceDef service(AuthScheme scheme = AuthScheme::Bearer) {
   return s;
 }
 
-// The whole request as the upstream would see it, for "the key/token appears nowhere else".
-std::string wire(const rw::UpstreamRequest& r) {
-  return rw::serialize_head(r, rw::BodyFraming::None, 0);
+// The upstream request taken back apart from the head upstream_head writes, so that every
+// check reads what the upstream would receive.
+struct Upstream {
+  std::string head;
+  std::string method;
+  std::string target;
+  Headers headers;  // in order, the framing header included
+};
+
+Upstream parse(std::string head) {
+  Upstream r;
+  std::string_view rest(head);
+  size_t eol = rest.find("\r\n");
+  std::string_view line = rest.substr(0, eol);
+  size_t sp = line.find(' ');
+  r.method = std::string(line.substr(0, sp));
+  if (sp != std::string_view::npos)
+    r.target = std::string(line.substr(sp + 1, line.rfind(' ') - sp - 1));
+  while (eol != std::string_view::npos) {
+    rest.remove_prefix(eol + 2);
+    eol = rest.find("\r\n");
+    line = rest.substr(0, eol);
+    if (line.empty()) break;
+    size_t colon = line.find(':');
+    r.headers.push_back({std::string(line.substr(0, colon)), std::string(line.substr(colon + 2))});
+  }
+  r.head = std::move(head);
+  return r;
 }
+
+rw::ClientRequest request(std::string_view method, std::string_view rest, std::string_view query,
+                          const Headers& client, bool upgrade,
+                          rw::BodyFraming framing = rw::BodyFraming::None, uint64_t length = 0) {
+  return {.method = method,
+          .rest = rest,
+          .query = query,
+          .headers = client,
+          .upgrade = upgrade,
+          .framing = framing,
+          .content_length = length};
+}
+
+Upstream build(const ServiceDef& svc, std::string_view method, std::string_view rest,
+               std::string_view query, const Headers& client, std::string_view key, bool upgrade,
+               rw::BodyFraming framing = rw::BodyFraming::None, uint64_t length = 0) {
+  return parse(
+      rw::upstream_head(svc, request(method, rest, query, client, upgrade, framing, length), key));
+}
+
+// The whole request as the upstream would see it, for "the key/token appears nowhere else".
+const std::string& wire(const Upstream& r) { return r.head; }
 
 size_t occurrences(std::string_view text, std::string_view needle) {
   size_t n = 0;
   for (size_t p = text.find(needle); p != std::string_view::npos; p = text.find(needle, p + 1)) ++n;
   return n;
+}
+
+void check_headers(const Headers& got, const Headers& want) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    CHECK(got[i].name == want[i].name);
+    CHECK(got[i].value == want[i].value);
+  }
+}
+
+bool same_headers(const Headers& a, const Headers& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return x.name == y.name && x.value == y.value;
+  });
 }
 
 }  // namespace
@@ -54,7 +117,7 @@ TEST_CASE("rewrite: every auth scheme injects the key once") {
   const Headers client = {{"Authorization", "Bearer team-TOKEN"}, {"Accept", "*/*"}};
   for (const auto& c : cases) {
     CAPTURE(static_cast<int>(c.scheme));
-    auto r = rw::build(service(c.scheme), "POST", "/v1/x", "a=1", client, "sk-KEY", false);
+    auto r = build(service(c.scheme), "POST", "/v1/x", "a=1", client, "sk-KEY", false);
     CHECK(r.method == "POST");
     CHECK(r.target == c.target);
     if (c.header) {
@@ -86,7 +149,7 @@ TEST_CASE("rewrite: query-param scheme with a custom param and an encoded key") 
   };
   for (const auto& c : cases) {
     CAPTURE(c.query);
-    auto r = rw::build(svc, "GET", "/x", c.query, {}, c.key, false);
+    auto r = build(svc, "GET", "/x", c.query, {}, c.key, false);
     CHECK(r.target == c.target);
   }
 }
@@ -109,7 +172,7 @@ TEST_CASE("rewrite: query preserved byte-exact, client api_key stripped") {
   };
   for (const auto& c : cases) {
     CAPTURE(c.query);
-    auto r = rw::build(service(), "GET", "/x", c.query, {}, "k", false);
+    auto r = build(service(), "GET", "/x", c.query, {}, "k", false);
     CHECK(r.target == c.target);
   }
 }
@@ -131,7 +194,7 @@ TEST_CASE("rewrite: base path join") {
   for (const auto& c : cases) {
     auto svc = service();
     svc.base_path = c.base;
-    CHECK(rw::build(svc, "GET", c.rest, "", {}, "k", false).target == c.target);
+    CHECK(build(svc, "GET", c.rest, "", {}, "k", false).target == c.target);
   }
 }
 
@@ -157,7 +220,7 @@ TEST_CASE("rewrite: Host header") {
     svc.host = c.host;
     svc.port = c.port;
     const Headers client = {{"Host", "localhost:8080"}, {"host", "evil"}};
-    auto r = rw::build(svc, "GET", "/", "", client, "k", false);
+    auto r = build(svc, "GET", "/", "", client, "k", false);
     CHECK(keypool::http::count_header(r.headers, "host") == 1);
     CHECK(r.headers.front().name == "Host");
     CHECK(r.headers.front().value == c.want);
@@ -194,18 +257,14 @@ TEST_CASE("rewrite: stripped and kept headers") {
       {"X-Keypoolish", "kept"},
       {"Sec-WebSocket-Key", "abc"},
   };
-  auto r = rw::build(service(AuthScheme::XApiKey), "POST", "/x", "", client, "sk-KEY", false);
+  auto r = build(service(AuthScheme::XApiKey), "POST", "/x", "", client, "sk-KEY", false);
   const Headers want = {
       {"Host", "api.openai.com"},      {"Content-Type", "application/json"},
       {"Accept", "text/event-stream"}, {"OpenAI-Beta", "assistants=v2"},
       {"X-Keypoolish", "kept"},        {"Sec-WebSocket-Key", "abc"},
       {"x-api-key", "sk-KEY"},
   };
-  REQUIRE(r.headers.size() == want.size());
-  for (size_t i = 0; i < want.size(); ++i) {
-    CHECK(r.headers[i].name == want[i].name);
-    CHECK(r.headers[i].value == want[i].value);
-  }
+  check_headers(r.headers, want);
 }
 
 TEST_CASE("rewrite: upgrade keeps Upgrade and sends Connection: Upgrade") {
@@ -214,7 +273,7 @@ TEST_CASE("rewrite: upgrade keeps Upgrade and sends Connection: Upgrade") {
                           {"Sec-WebSocket-Key", "dGhlIHNhbXBsZQ=="},
                           {"Sec-WebSocket-Version", "13"},
                           {"Keep-Alive", "5"}};
-  auto r = rw::build(service(), "GET", "/realtime", "", client, "k", true);
+  auto r = build(service(), "GET", "/realtime", "", client, "k", true);
   CHECK(find_header(r.headers, "Upgrade") == "websocket");
   CHECK(keypool::http::count_header(r.headers, "Connection") == 1);
   CHECK(find_header(r.headers, "Connection") == "Upgrade");
@@ -222,7 +281,7 @@ TEST_CASE("rewrite: upgrade keeps Upgrade and sends Connection: Upgrade") {
   CHECK(find_header(r.headers, "Sec-WebSocket-Version") == "13");
   CHECK_FALSE(find_header(r.headers, "Keep-Alive"));
 
-  auto plain = rw::build(service(), "GET", "/realtime", "", client, "k", false);
+  auto plain = build(service(), "GET", "/realtime", "", client, "k", false);
   CHECK_FALSE(find_header(plain.headers, "Upgrade"));
   CHECK_FALSE(find_header(plain.headers, "Connection"));
 }
@@ -234,7 +293,7 @@ TEST_CASE("rewrite: fixed service headers replace client ones") {
                  {"x-api-key", "from-config"}};
   const Headers client = {
       {"cartesia-version", "1999"}, {"Anthropic-Version", "old"}, {"Accept", "*/*"}};
-  auto r = rw::build(svc, "POST", "/x", "", client, "sk-KEY", false);
+  auto r = build(svc, "POST", "/x", "", client, "sk-KEY", false);
   CHECK(keypool::http::count_header(r.headers, "cartesia-version") == 1);
   CHECK(find_header(r.headers, "Cartesia-Version") == "2024-06-10");
   CHECK(keypool::http::count_header(r.headers, "anthropic-version") == 1);
@@ -245,42 +304,161 @@ TEST_CASE("rewrite: fixed service headers replace client ones") {
   CHECK(find_header(r.headers, "x-api-key") == "sk-KEY");
 }
 
-TEST_CASE("rewrite: serialize_head framing") {
-  rw::UpstreamRequest r{"POST", "/v1/x?a=1", {{"Host", "h"}, {"Accept", "*/*"}}};
+TEST_CASE("rewrite: framing header") {
+  auto svc = service(AuthScheme::XApiKey);
+  svc.host = "h";
+  const Headers client = {{"Accept", "*/*"}};
   struct Case {
     rw::BodyFraming framing;
     uint64_t length;
     const char* want;
   };
   const Case cases[] = {
-      {rw::BodyFraming::None, 99, "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n"},
+      {rw::BodyFraming::None, 99,
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n\r\n"},
       {rw::BodyFraming::ContentLength, 0,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n"},
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
+       "Content-Length: 0\r\n\r\n"},
       {rw::BodyFraming::ContentLength, 18446744073709551615ull,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
        "Content-Length: 18446744073709551615\r\n\r\n"},
       {rw::BodyFraming::Chunked, 5,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\n\r\n"},
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
+       "Transfer-Encoding: chunked\r\n\r\n"},
   };
-  for (const auto& c : cases) CHECK(rw::serialize_head(r, c.framing, c.length) == c.want);
+  for (const auto& c : cases)
+    CHECK(wire(build(svc, "POST", "/v1/x", "a=1", client, "k", false, c.framing, c.length)) ==
+          c.want);
 }
 
-TEST_CASE("rewrite: serialize_head drops headers that could split the head") {
-  rw::UpstreamRequest r{"GET",
-                        "/",
-                        {{"Host", "h"},
-                         {"x-api-key", "k\r\nX-Evil: 1"},
-                         {"Bad Name", "v"},
-                         {"Bad:Name", "v"},
-                         {"", "v"},
-                         {"Nul", std::string("a\0b", 3)},
-                         {"Tab", "a\tb"},
-                         {"Utf8", "caf\xc3\xa9"}}};
-  CHECK(rw::serialize_head(r, rw::BodyFraming::None, 0) ==
+TEST_CASE("rewrite: headers that could split the head are left out") {
+  auto svc = service(AuthScheme::XApiKey);
+  svc.host = "h";
+  svc.headers = {{"Fixed Name", "v"}, {"X-Fixed", "a\rb"}};
+  const Headers client = {
+      {"Bad Name", "v"}, {"Bad:Name", "v"}, {"", "v"},       {"Nul", std::string("a\0b", 3)},
+      {"Ctl", "a\x01z"}, {"Del", "a\x7f"},  {"Tab", "a\tb"}, {"Utf8", "caf\xc3\xa9"}};
+  // The key's header goes too: a bad stored key cannot forge "X-Evil".
+  CHECK(wire(build(svc, "GET", "/", "", client, "k\r\nX-Evil: 1", false)) ==
         "GET / HTTP/1.1\r\nHost: h\r\nTab: a\tb\r\nUtf8: caf\xc3\xa9\r\n\r\n");
-  // A key with a line break is refused by serialize_head, not smuggled as a second header.
-  auto built = rw::build(service(), "GET", "/", "", {}, "k\r\nX-Evil: 1", false);
+  // A key with a line break is refused, not smuggled as a second header.
+  auto built = build(service(), "GET", "/", "", {}, "k\r\nX-Evil: 1", false);
   CHECK(wire(built).find("X-Evil") == std::string::npos);
+}
+
+TEST_CASE("rewrite: headers named in Connection are dropped whatever their case") {
+  const Headers client = {{"Connection", "X-Trace-Hop,  x-DEBUG-hop\t, ,"},
+                          {"connection", "FOO"},
+                          {"x-trace-hop", "1"},
+                          {"X-Debug-Hop", "2"},
+                          {"foo", "3"},
+                          {"X-Trace-Hop-Not", "4"},
+                          {"Accept", "*/*"}};
+  auto r = build(service(), "GET", "/x", "", client, "k", false);
+  check_headers(r.headers, {{"Host", "api.openai.com"},
+                            {"X-Trace-Hop-Not", "4"},
+                            {"Accept", "*/*"},
+                            {"Authorization", "Bearer k"}});
+}
+
+TEST_CASE("rewrite: hop-by-hop and credential names are matched whatever their case") {
+  const Headers client = {{"CONNECTION", "close"},
+                          {"Keep-ALIVE", "timeout=5"},
+                          {"tRaNsFeR-eNcOdInG", "chunked"},
+                          {"tE", "trailers"},
+                          {"TRAILER", "X-Sum"},
+                          {"UPGRADE", "websocket"},
+                          {"PROXY-Connection", "keep-alive"},
+                          {"Proxy-AUTHORIZATION", "Basic abc"},
+                          {"AUTHORIZATION", "Bearer team"},
+                          {"X-API-KEY", "team"},
+                          {"XI-Api-Key", "team"},
+                          {"API-KEY", "team"},
+                          {"HOST", "evil"},
+                          {"CONTENT-LENGTH", "3"},
+                          {"EXPECT", "100-continue"},
+                          {"X-KEYPOOL-Session", "s"},
+                          {"User-Agent", "sdk"}};
+  auto r = build(service(), "POST", "/x", "", client, "sk-KEY", false);
+  check_headers(
+      r.headers,
+      {{"Host", "api.openai.com"}, {"User-Agent", "sdk"}, {"Authorization", "Bearer sk-KEY"}});
+  // An upgrade keeps the client's Upgrade as written, whatever its case.
+  auto up = build(service(), "GET", "/x", "", client, "sk-KEY", true);
+  check_headers(up.headers, {{"Host", "api.openai.com"},
+                             {"UPGRADE", "websocket"},
+                             {"User-Agent", "sdk"},
+                             {"Connection", "Upgrade"},
+                             {"Authorization", "Bearer sk-KEY"}});
+}
+
+TEST_CASE("rewrite: the key is written into the head only, and wiping the head leaves none") {
+  struct Case {
+    AuthScheme scheme;
+    const char* in_head;  // the key as it appears in the head
+  };
+  const Case cases[] = {{AuthScheme::Bearer, "sk-KEY/+x"},
+                        {AuthScheme::QueryParam, "sk-KEY%2F%2Bx"}};
+  Headers client = {{"Authorization", "Bearer team-TOKEN"},
+                    {"User-Agent", "sdk"},
+                    {"Connection", "keep-alive"},
+                    {"Content-Length", "2"}};
+  const Headers before = client;
+  for (const auto& c : cases) {
+    CAPTURE(c.in_head);
+    auto req = request("POST", "/v1/x", "a=1", client, false, rw::BodyFraming::ContentLength, 2);
+    std::string head = rw::upstream_head(service(c.scheme), req, "sk-KEY/+x");
+    CHECK(occurrences(head, c.in_head) == 1);
+    // A failover builds its head again from the same client headers: they are only read.
+    CHECK(same_headers(client, before));
+    CHECK(rw::upstream_head(service(c.scheme), req, "sk-KEY/+x") == head);
+    // What upstream::Connection does with every buffer once written.
+    explicit_bzero(head.data(), head.size());
+    CHECK(occurrences(head, "sk-KEY") == 0);
+    CHECK(std::all_of(head.begin(), head.end(), [](char ch) { return ch == '\0'; }));
+    CHECK(same_headers(client, before));
+  }
+}
+
+TEST_CASE("rewrite: a typical SDK request gives the head it always has") {
+  // What the OpenAI Python SDK sends through httpx; the expected head was produced by the
+  // rewrite that built a Headers copy first, and must not change byte for byte.
+  const Headers client = {
+      {"Host", "localhost:8080"},
+      {"Accept-Encoding", "gzip, deflate"},
+      {"Connection", "keep-alive"},
+      {"Accept", "application/json"},
+      {"Content-Type", "application/json"},
+      {"User-Agent", "OpenAI/Python 1.54.4"},
+      {"X-Stainless-Lang", "python"},
+      {"X-Stainless-Package-Version", "1.54.4"},
+      {"X-Stainless-OS", "Linux"},
+      {"X-Stainless-Arch", "x64"},
+      {"X-Stainless-Runtime", "CPython"},
+      {"X-Stainless-Runtime-Version", "3.12.3"},
+      {"Authorization", "Bearer team-TOKEN"},
+      {"X-Stainless-Retry-Count", "0"},
+      {"Content-Length", "95"},
+  };
+  auto r = build(service(), "POST", "/v1/chat/completions", "", client, "sk-proj-abc123XYZ", false,
+                 rw::BodyFraming::ContentLength, 95);
+  CHECK(wire(r) ==
+        "POST /v1/chat/completions HTTP/1.1\r\n"
+        "Host: api.openai.com\r\n"
+        "Accept-Encoding: gzip, deflate\r\n"
+        "Accept: application/json\r\n"
+        "Content-Type: application/json\r\n"
+        "User-Agent: OpenAI/Python 1.54.4\r\n"
+        "X-Stainless-Lang: python\r\n"
+        "X-Stainless-Package-Version: 1.54.4\r\n"
+        "X-Stainless-OS: Linux\r\n"
+        "X-Stainless-Arch: x64\r\n"
+        "X-Stainless-Runtime: CPython\r\n"
+        "X-Stainless-Runtime-Version: 3.12.3\r\n"
+        "X-Stainless-Retry-Count: 0\r\n"
+        "Authorization: Bearer sk-proj-abc123XYZ\r\n"
+        "Content-Length: 95\r\n"
+        "\r\n");
 }
 
 TEST_CASE("rewrite: mask_secret") {
