@@ -155,8 +155,8 @@ int RequestParser::Impl::check_framing() {
   std::string_view cl_value, te_value;
   for (const auto& h : head.headers) {
     if (h.name.empty()) return fail(400, "bad_header", "empty header name");
-    if (h.value.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos)
-      return fail(400, "bad_header", "control character in header value");
+    for (char c : h.value)
+      if (c == '\0' || c == '\r' || c == '\n') return fail(400, "bad_header", "control character in header value");
     if (iequals(h.name, "content-length")) {
       if (cl++ == 0) cl_value = h.value;
     } else if (iequals(h.name, "transfer-encoding")) {
