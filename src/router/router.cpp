@@ -57,6 +57,7 @@ std::optional<std::string> decode_segment(std::string_view seg) {
 // "." and ".." (and "..;x", which Tomcat-style upstreams read as "..") would let a client
 // climb out of the service's base path once the upstream normalises the URL.
 bool is_dot_segment(std::string_view decoded) {
+  if (decoded.empty() || decoded.front() != '.') return false;  // the usual case, decided at once
   decoded = decoded.substr(0, decoded.find(';'));
   return decoded == "." || decoded == "..";
 }
@@ -106,11 +107,18 @@ Result<std::string> strip_absolute_form(std::string_view target) {
   return std::string(after.substr(path_start));
 }
 
-Result<std::string> origin_form(std::string_view target) {
+// The origin-form part of target: a view of target itself (the usual case) or of *storage,
+// which holds what an absolute-form target rewrites to.
+Result<std::string_view> origin_form(std::string_view target, std::string* storage) {
   if (target.empty()) return unsafe_path();
   if (target == "*") return bad_request("asterisk-form target is not supported");
-  if (target.front() == '/') return std::string(target);
-  if (target.find("://") != std::string_view::npos) return strip_absolute_form(target);
+  if (target.front() == '/') return target;
+  if (target.find("://") != std::string_view::npos) {
+    auto stripped = strip_absolute_form(target);
+    if (!stripped) return stripped.error();
+    *storage = std::move(stripped.value());
+    return std::string_view(*storage);
+  }
   // "host:port" (authority-form) or a relative path.
   return bad_request("unsupported request-target form");
 }
@@ -183,7 +191,8 @@ Result<Route> route(std::string_view method, std::string_view target) {
     return bad_request("method " + std::string(method) + " is not supported");
   if (method.empty()) return bad_request("missing method");
 
-  auto origin = origin_form(target);
+  std::string absolute_storage;
+  auto origin = origin_form(target, &absolute_storage);
   if (!origin) return origin.error();
   std::string_view rel = origin.value();
   if (rel.find('#') != std::string_view::npos) return unsafe_path();
