@@ -18,7 +18,12 @@ inline bool iequals(std::string_view a, std::string_view b) {
     if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
   return true;
 }
-std::string_view trim(std::string_view s);
+// Spaces and tabs off both ends. Inline: every header value of every message goes through it.
+inline std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
 std::vector<std::string_view> split(std::string_view s, char sep);
 bool starts_with(std::string_view s, std::string_view prefix);
 // Parses a non-negative decimal integer that fits in int64; rejects signs, spaces, overflow.
