@@ -32,17 +32,28 @@ class UsageTap {
 
  private:
   enum class Mode { None, Json, Sse };
+  // Json: Gathering collects the body in buf_; Walked means the first bytes were one whole
+  // object, already walked into walked_; Broken means bytes other than whitespace followed
+  // it, so the body counts nothing.
+  enum class JsonState { Gathering, Walked, Broken };
+  void feed_json(std::string_view data);
   void feed_sse(std::string_view data);
   void append_to_line(std::string_view part);
   void end_line();
+  void on_whole_line(std::string_view line);
+  void drop_event();
   void on_sse_line(std::string_view line);
   void dispatch_event();
   void on_sse_event(std::string_view data);
 
   Mode mode_ = Mode::None;
+  JsonState json_ = JsonState::Gathering;
   size_t max_json_bytes_, max_event_bytes_;
-  // Json: the body so far. Sse: the current line, up to but excluding its terminator, so
-  // each byte is scanned once however the stream is split.
+  size_t json_bytes_ = 0;  // Json: bytes fed, gathered or not
+  Usage walked_;           // Json: the totals with the walked body's usage merged in
+  // Json: the body so far, unless it was walked as it arrived. Sse: the current line, up to
+  // but excluding its terminator, so each byte is scanned once however the stream is split;
+  // a line that arrives whole is read where it lies instead.
   std::string buf_;
   std::string event_data_;      // `data:` values of the current event, each followed by \n
   bool overflow_ = false;       // Json: body too big, skipped. Sse: current event skipped.

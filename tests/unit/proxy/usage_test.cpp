@@ -290,3 +290,175 @@ TEST_CASE("usage: token counts are non-negative JSON integers, read without a JS
   // Nested details inside usage (OpenAI's prompt_tokens_details) are skipped over.
   check_usage(run("application/json", {R"({"usage":{"prompt_tokens_details":{"cached_tokens":9},"prompt_tokens":1,"completion_tokens":2}})"}), 1, 2);
 }
+
+// The paths below are the fast ones: a JSON body walked straight from the piece it arrived
+// in, strings scanned 16 bytes at a time, brackets kept a bit per level, whole SSE lines
+// read where they lie, and the scan for "usage" that rules stream events out. Each must
+// give what the plain path gives, at every boundary those introduce.
+namespace {
+
+std::string usage_body(std::string_view before_usage) {
+  return "{" + std::string(before_usage) + "\"usage\":{\"prompt_tokens\":6,\"completion_tokens\":7}}";
+}
+
+// Every way of cutting the body in two must count what the whole body counts.
+void check_every_split(std::string_view body, bool found, int64_t in = 0, int64_t out = 0) {
+  for (size_t split = 0; split <= body.size(); ++split) {
+    CAPTURE(split);
+    auto u = run("application/json", {body.substr(0, split), body.substr(split)});
+    CHECK(u.found == found);
+    CHECK(u.input_tokens == in);
+    CHECK(u.output_tokens == out);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("usage: a JSON body cut anywhere counts what the whole body counts") {
+  check_every_split(kChatBody, true, 12, 34);
+  // Pieces that end in a brace without being the whole body: it must wait for the rest.
+  check_every_split(R"({"a":{"b":[{}]},"s":"}","usage":{"input_tokens":3,"output_tokens":4}} )", true, 3, 4);
+  // Malformed bodies count nothing however they are cut, even where a piece alone parses.
+  check_every_split(R"({"usage":{"prompt_tokens":1,"completion_tokens":1}}})", false);
+  check_every_split(R"({"usage":{"prompt_tokens":1,"completion_tokens":1}}{"x":1})", false);
+  // Three pieces, cut everywhere.
+  constexpr std::string_view body = R"({"x":{},"usage":{"prompt_tokens":5,"completion_tokens":6}})";
+  for (size_t i = 0; i <= body.size(); ++i) {
+    for (size_t j = i; j <= body.size(); ++j) {
+      CAPTURE(i);
+      CAPTURE(j);
+      check_usage(run("application/json", {body.substr(0, i), body.substr(i, j - i), body.substr(j)}), 5, 6);
+    }
+  }
+}
+
+TEST_CASE("usage: only whitespace may follow a JSON body that arrived whole") {
+  check_usage(run("application/json", {kChatBody, " \r\n", "\t", ""}), 12, 34);
+  for (std::string_view after : {"x", "}", "{}", " 1", "\n\"usage\""}) {
+    CAPTURE(after);
+    CHECK_FALSE(run("application/json", {kChatBody, after}).found);
+    CHECK_FALSE(run("application/json", {kChatBody, " ", after, " "}).found);
+  }
+  // Whitespace still counts against the size bound, as it did when it was gathered.
+  UsageTap tap("application/json", /*max_json_bytes=*/kChatBody.size() + 2);
+  tap.feed(kChatBody);
+  tap.feed("  ");
+  check_usage(tap.finish(), 12, 34);
+  UsageTap over("application/json", kChatBody.size() + 2);
+  over.feed(kChatBody);
+  over.feed("   ");
+  CHECK_FALSE(over.finish().found);
+}
+
+TEST_CASE("usage: strings of every length around the 16-byte scan") {
+  for (size_t n = 0; n <= 40; ++n) {
+    CAPTURE(n);
+    const std::string pad(n, 'x');
+    check_usage(run("application/json", {usage_body("\"a\":\"" + pad + "\",")}), 6, 7);  // a value
+    check_usage(run("application/json", {usage_body("\"" + pad + "\":1,")}), 6, 7);       // a key
+    check_usage(run("application/json", {usage_body("\"a\":[\"" + pad + "\"],")}), 6, 7);  // in a skipped array
+    // An escaped quote at every place, and backslash runs ending the string: even runs end it.
+    check_usage(run("application/json", {usage_body("\"a\":\"" + pad + "\\\"" + pad + "\",")}), 6, 7);
+    check_usage(run("application/json", {usage_body("\"a\":\"" + pad + "\\\\\",")}), 6, 7);
+    check_usage(run("application/json", {usage_body("\"a\":[\"" + pad + "\\\\\\\\\"],")}), 6, 7);
+    // An odd run escapes the quote, so the string runs on and swallows the rest.
+    CHECK_FALSE(run("application/json", {usage_body("\"a\":\"" + pad + "\\\\\\\",")}).found);
+    CHECK_FALSE(run("application/json", {usage_body("\"a\":[\"" + pad + "\\\"],")}).found);
+    // A string near the end of the text, where fewer than 16 bytes are left to scan.
+    check_usage(run("application/json", {R"({"usage":{"input_tokens":1},"z":")" + pad + "\"}"}), 1, 0);
+    CHECK_FALSE(run("application/json", {R"({"usage":{"input_tokens":1},"z":")" + pad + "\\\"}"}).found);
+  }
+}
+
+TEST_CASE("usage: brackets are matched by kind at any depth, past the 64 kept in a word") {
+  for (size_t depth : {1, 2, 63, 64, 65, 127, 128, 129, 200, 1000}) {
+    CAPTURE(depth);
+    std::string open, close;  // alternating arrays and objects
+    for (size_t d = 0; d < depth; ++d) {
+      open += d % 2 ? "{\"k\":" : "[";
+      close.insert(close.begin(), d % 2 ? '}' : ']');
+    }
+    check_usage(run("application/json", {usage_body("\"deep\":" + open + "1" + close + ",")}), 6, 7);
+    // One closer of the wrong kind, innermost, outermost, and at and around each word edge.
+    for (size_t at : {size_t{0}, depth / 2, depth - 1, size_t{62}, size_t{63}, size_t{64}, size_t{65}, size_t{128}}) {
+      if (at >= depth) continue;
+      CAPTURE(at);
+      std::string wrong = close;
+      wrong[at] = wrong[at] == ']' ? '}' : ']';
+      CHECK_FALSE(run("application/json", {usage_body("\"deep\":" + open + "1" + wrong + ",")}).found);
+    }
+    CHECK_FALSE(run("application/json", {usage_body("\"deep\":" + open + "1" + close.substr(1) + ",")}).found);
+    CHECK_FALSE(run("application/json", {usage_body("\"deep\":" + open + "1" + close + "],")}).found);
+  }
+}
+
+TEST_CASE("usage: numbers and literals end where JSON allows a value to end") {
+  auto body = [](std::string_view in) {
+    return "{\"usage\":{\"prompt_tokens\":" + std::string(in) + ",\"completion_tokens\":3}}";
+  };
+  // Well formed but not counts: the other field still counts.
+  for (std::string_view odd : {"0.5e+3", "1E2", "-0.0", "1e-2", "false"}) {
+    CAPTURE(odd);
+    auto u = run("application/json", {body(odd)});
+    CHECK(u.found);
+    CHECK(u.input_tokens == 0);
+    CHECK(u.output_tokens == 3);
+  }
+  // Not JSON: the usage object counts nothing.
+  for (std::string_view broken : {"12abc", "1e5x", "-", "-01", "1.5.5", "1e+", "nulll", "truex", "Null", "1-2"}) {
+    CAPTURE(broken);
+    CHECK_FALSE(run("application/json", {body(broken)}).found);
+  }
+  // The same at the end of the text, where the number meets no closing brace.
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1},"n":12)"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":1},"n":tru)"}).found);
+}
+
+TEST_CASE("usage: a usage object malformed inside counts nothing, and the rest still counts") {
+  // It is read where it lies; when that fails it is skipped by its brackets, as before.
+  check_usage(run("application/json", {R"({"usage":{"prompt_tokens":012},"message":{"usage":{"input_tokens":4}}})"}),
+              4, 0);
+  check_usage(run("application/json", {R"({"usage":{"a" 1},"usage":{"prompt_tokens":2,"completion_tokens":3}})"}), 2,
+              3);
+  // The last usage member wins even when it counts nothing.
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":2},"usage":{"prompt_tokens":2,}})"}).found);
+  CHECK_FALSE(run("application/json", {R"({"usage":{"prompt_tokens":2},"usage":null})"}).found);
+  // Brackets that do not match are the body's problem, not just the usage object's.
+  CHECK_FALSE(
+      run("application/json", {R"({"usage":{"prompt_tokens":[}},"message":{"usage":{"input_tokens":4}}})"}).found);
+}
+
+TEST_CASE("usage: SSE events with the usage key at every offset, fed whole and in pieces") {
+  for (size_t n = 0; n <= 40; ++n) {
+    CAPTURE(n);
+    const std::string event = "data: " + usage_body("\"p\":\"" + std::string(n, 'x') + "\",") + "\n\n";
+    check_usage(run("text/event-stream", {event}), 6, 7);
+    check_usage(run_bytewise("text/event-stream", event), 6, 7);
+    // Under the message and response keys too.
+    const std::string nested =
+        "data: {\"p\":\"" + std::string(n, 'x') + "\",\"message\":{\"usage\":{\"input_tokens\":8}}}\n\n";
+    check_usage(run("text/event-stream", {nested}), 8, 0);
+  }
+  // Near misses are ruled out before the walk, or by it.
+  for (std::string_view miss : {R"({"usagE":{"input_tokens":1}})", R"({"usage ":{"input_tokens":1}})",
+                                R"({"x":"\"usage\":{\"input_tokens\":1}"})", R"({"usage":{"input_tokens":1})"}) {
+    CAPTURE(miss);
+    CHECK_FALSE(run("text/event-stream", {"data: " + std::string(miss) + "\n\n"}).found);
+  }
+}
+
+TEST_CASE("usage: an SSE line that arrives whole meets the same bound as a gathered one") {
+  // A line longer than an event may be drops its event, even a comment line.
+  const std::string usage_line = "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n";
+  for (size_t comment : {size_t{63}, size_t{64}, size_t{65}}) {
+    CAPTURE(comment);
+    const std::string stream = ":" + std::string(comment - 1, 'c') + "\n" + usage_line + "\n";
+    const bool fits = comment <= 64;
+    UsageTap whole("text/event-stream", 1 << 20, /*max_event_bytes=*/64);
+    whole.feed(stream);
+    CHECK(whole.finish().found == fits);
+    UsageTap pieces("text/event-stream", 1 << 20, 64);
+    for (char c : stream) pieces.feed(std::string_view(&c, 1));
+    CHECK(pieces.finish().found == fits);
+  }
+}
