@@ -15,7 +15,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-${TMPDIR:-/tmp}/keypool-fuzz-build}
 seconds=${FUZZ_SECONDS:-10}
 jobs=${JOBS:-$(nproc)}
-targets=(request response service_yaml admin_json)
+targets=(request response service_yaml admin_json usage)
 
 if [[ "$(realpath -m "$build")" == "$src/build" ]]; then
   echo "run.sh: refusing to use $src/build (the g++ build); pass another directory" >&2
