@@ -124,7 +124,8 @@ Result<Lease> Pool::lease(const Query& q) {
     const int64_t wait = wait_ms(k, q.feature, limit, now);
     if (wait == 0) {
       Lease l = grant(k, q, limit, now);
-      cursors_.insert_or_assign(group, k.info.id);
+      if (cursor != cursors_.end()) cursor->second = k.info.id;  // no second lookup
+      else cursors_.emplace(group, k.info.id);
       if (!q.affinity.empty()) affinity_.put(q.affinity, k.info.id);
       return l;
     }

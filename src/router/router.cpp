@@ -205,7 +205,9 @@ Result<Route> route(std::string_view method, std::string_view target) {
 
   auto r = route_path(method, path);
   if (!r) return not_found(method, path);
-  r->path = std::string(path);
+  // A proxy route is described by service and rest; copying the path too would cost every
+  // proxied request an allocation for nothing.
+  if (r->kind != RouteKind::Proxy) r->path = std::string(path);
   r->query = std::string(query);
   return std::move(*r);
 }

@@ -17,7 +17,8 @@ enum class RouteKind { Health, GetKey, Admin, Proxy, Metrics };
 
 struct Route {
   RouteKind kind = RouteKind::Health;
-  // The path as received (checked safe, still percent-encoded), without the query.
+  // The path as received (checked safe, still percent-encoded), without the query. Empty
+  // for Proxy routes: service and rest say it.
   std::string path;
   // Raw query string without '?', "" if none.
   std::string query;

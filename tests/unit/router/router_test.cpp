@@ -67,6 +67,7 @@ TEST_CASE("router: proxy routes") {
     CHECK(r->service == c.service);
     CHECK(r->rest == c.rest);
     CHECK(r->query == c.query);
+    CHECK(r->path.empty());  // not copied for the proxy
   }
 }
 
