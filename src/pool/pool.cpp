@@ -337,4 +337,11 @@ size_t Pool::key_count() const {
   return keys_.size();
 }
 
+size_t Pool::pool_size(std::string_view service, std::string_view tier) const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [id, k] : keys_) n += k.info.service == service && k.info.tier == tier;
+  return n;
+}
+
 }  // namespace keypool::pool

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -125,6 +126,8 @@ class Pool {
   bool feature_known(const std::string& feature) const;  // some tier lists it
   std::optional<int64_t> tier_max_wait_ms(const std::string& tier) const;
   size_t key_count() const;
+  // Keys of one (service, tier) pool, whatever their state; counted under the lock, no copies.
+  size_t pool_size(std::string_view service, std::string_view tier) const;
 
  private:
   struct KeyEntry {

@@ -298,7 +298,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
   http::Headers& headers = head.headers;
   keep_end_to_end_headers(headers, switching);
-  if (head.status == 429 && env_.app.storms.active(svc_->name + "/" + token_->tier, env_.app.clock.now_ms())) {
+  if (head.status == 429 && env_.app.storms.active(storm_scope(), env_.app.clock.now_ms())) {
     // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
     http::remove_header(headers, "retry-after");
     headers.push_back({"Retry-After", "1"});
@@ -399,6 +399,12 @@ void ProxyExchange::on_error(upstream::ErrorKind kind, const std::string& messag
 
 // ---------------------------------------------------------------- failover
 
+// The 429-storm detector's scope: one (service, tier) pool. Built once per exchange.
+const std::string& ProxyExchange::storm_scope() {
+  if (storm_scope_.empty()) storm_scope_ = svc_->name + "/" + token_->tier;
+  return storm_scope_;
+}
+
 // A 401/403 means the key is bad: take it out until an admin looks. A 429 means it is
 // spent: cool it for as long as the upstream says.
 void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
@@ -408,11 +414,9 @@ void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
   int64_t now = app.clock.now_ms();
   if (status == 429) {
     int64_t ms = cooldown_ms(headers, now).value_or(app.cfg.proxy.default_cooldown_s * 1000);
-    size_t pool_keys = 0;
-    for (const auto& st : app.pool.statuses())
-      pool_keys += st.info.service == svc_->name && st.info.tier == token_->tier;
+    size_t pool_keys = app.pool.pool_size(svc_->name, token_->tier);
     std::vector<int64_t> storm_keys;
-    if (app.storms.note_429(svc_->name + "/" + token_->tier, id, now, pool_keys, &storm_keys)) {
+    if (app.storms.note_429(storm_scope(), id, now, pool_keys, &storm_keys)) {
       // Most keys hit 429 together: the limit is on our address, not on the keys.
       // Keep the keys usable; the client gets the 429 with a short Retry-After.
       ms = std::min<int64_t>(ms, 1000);
@@ -445,7 +449,7 @@ bool ProxyExchange::try_failover(const std::string& why) {
   auto& app = env_.app;
   if (!sink_ || streaming_ || tunnel_ || !replayable_) return false;
   if (attempts_ >= app.cfg.proxy.max_attempts) return false;
-  if (app.storms.active(svc_->name + "/" + token_->tier, app.clock.now_ms())) return false;
+  if (app.storms.active(storm_scope(), app.clock.now_ms())) return false;
   // Take the next key before giving up this attempt: with no other key left, the client
   // gets this attempt's own answer (the upstream's response, or a 502/504), not a 503.
   auto next = app.pool.lease(pool_query());

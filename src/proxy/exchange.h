@@ -69,6 +69,7 @@ class ProxyExchange final : public server::RequestHandler,
   void start_attempt();
   bool try_failover(const std::string& why);
   void on_key_refused(int status, const http::Headers& headers);
+  const std::string& storm_scope();
   void forward_head(upstream::ResponseHead& head);
   void send_to_client(std::string_view data);
   void flush_held(bool complete);
@@ -89,6 +90,7 @@ class ProxyExchange final : public server::RequestHandler,
   std::vector<int64_t> tried_;
   int attempts_ = 0;
   int64_t wait_deadline_ms_ = 0;  // max_wait_ms: until when a spent pool is waited out
+  std::string storm_scope_;       // see storm_scope()
 
   UpstreamSide up_handler_{*this};
   std::unique_ptr<upstream::Exchange> up_;

@@ -58,6 +58,19 @@ TEST_CASE("pool: round-robin across keys in id order") {
   CHECK(f.next(chat()) == 0);
 }
 
+TEST_CASE("pool: pool_size counts one (service, tier) pool, whatever its keys' state") {
+  Fixture f(2, 3);  // keys 1..3: openai / pro
+  f.pool.upsert_key(key(4, "free"), Secret("sk-4"));
+  f.pool.upsert_key(key(5, "pro", "groq"), Secret("sk-5"));
+  f.pool.cool_down(2, f.clock.now_ms() + 60'000);
+  CHECK(f.pool.pool_size("openai", "pro") == 3);
+  CHECK(f.pool.pool_size("openai", "free") == 1);
+  CHECK(f.pool.pool_size("groq", "pro") == 1);
+  CHECK(f.pool.pool_size("groq", "free") == 0);
+  f.pool.remove_key(1);
+  CHECK(f.pool.pool_size("openai", "pro") == 2);
+}
+
 TEST_CASE("pool: cursors are per group") {
   Fixture f(100);
   CHECK(f.next(chat()) == 1);
