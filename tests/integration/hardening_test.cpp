@@ -595,10 +595,11 @@ TEST_CASE("hardening: kill -9 during a burst of admin writes loses no acknowledg
   std::atomic<int> answered{0};
   const uint16_t port = kp.port;
   const HeaderList h{{"Authorization", "Bearer " + kAdminToken}, {"Content-Type", "application/json"}};
-  // Two writers, ~100 tiers and ~100 keys between them, so that writes are in flight when
-  // the kill lands. Only a 2xx counts as acknowledged.
+  // Two writers, tiers and keys, that keep writing until keypool is gone (bounded), so the
+  // kill always lands mid-burst. Only a 2xx counts as acknowledged.
+  std::atomic<int> cut_off{0};  // writers whose request the kill interrupted
   auto writer = [&](bool keys) {
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < 20000; ++i) {
       std::string name = (keys ? "crash-k" : "crash-t") + std::to_string(i);
       json body = json{{"name", name}, {"features", {{"img", 5}}}};
       if (keys) {
@@ -611,7 +612,8 @@ TEST_CASE("hardening: kill -9 during a burst of admin writes loses no acknowledg
       try {
         r = request(port, "POST", keys ? "/admin/keys" : "/admin/tiers", h, body.dump());
       } catch (...) {
-        return;  // keypool is gone
+        ++cut_off;  // keypool is gone
+        return;
       }
       ++answered;
       if (r.status / 100 == 2) {
@@ -621,7 +623,8 @@ TEST_CASE("hardening: kill -9 during a burst of admin writes loses no acknowledg
     }
   };
   std::thread tiers_writer(writer, false), keys_writer(writer, true);
-  sleep_ms(120);
+  // Kill once the burst is under way (some writes answered), not at a fixed time.
+  for (int i = 0; i < 500 && answered.load() < 100; ++i) sleep_ms(10);
   kp.kill9();
   tiers_writer.join();
   keys_writer.join();
@@ -629,6 +632,7 @@ TEST_CASE("hardening: kill -9 during a burst of admin writes loses no acknowledg
   MESSAGE("acknowledged before kill -9: " << acked_tiers.size() << " tiers, " << acked_keys.size() << " keys; "
                                           << answered.load() << " requests answered");
   CHECK(acked_tiers.size() + acked_keys.size() > 0);
+  CHECK(cut_off.load() == 2);  // both writers were still writing when the kill landed
 
   kp.start();
   auto tiers = kp.admin("GET", "/admin/tiers");
