@@ -2,6 +2,8 @@
 
 #include <uv.h>
 
+#include <typeinfo>
+
 #include "base/strings.h"
 #include "proxy/cooldown.h"
 #include "server/status.h"
@@ -51,13 +53,10 @@ struct ClientState final : server::ConnectionState {
 
 auth::CredentialMemo& credential_memo(server::ResponseSink& sink) {
   auto& slot = sink.connection_state();
-  auto* state = dynamic_cast<ClientState*>(slot.get());
-  if (!state) {
-    auto fresh = std::make_unique<ClientState>();
-    state = fresh.get();
-    slot = std::move(fresh);
-  }
-  return state->memo;
+  // typeid, not dynamic_cast: an exact-type check is one compare, and the slot only ever
+  // holds what a handler put there.
+  if (!slot || typeid(*slot) != typeid(ClientState)) slot = std::make_unique<ClientState>();
+  return static_cast<ClientState&>(*slot).memo;
 }
 
 double seconds_since(uint64_t start_ns) { return static_cast<double>(uv_hrtime() - start_ns) / 1e9; }
