@@ -9,9 +9,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <optional>
 
-#include "base/strings.h"
+#include "http/response_parser.h"
 
 namespace keypool::cli {
 namespace {
@@ -93,16 +92,11 @@ Result<void> send_all(int fd, std::string_view data, int timeout_ms) {
   return Ok{};
 }
 
-// Appends whatever arrives next; returns false at EOF. Timeouts and errors are errors.
-Result<bool> read_some(int fd, std::string& buf, int timeout_ms) {
+// Reads whatever arrives next into buf; 0 means EOF. Timeouts and errors are errors.
+Result<size_t> read_some(int fd, char* buf, size_t cap, int timeout_ms) {
   for (;;) {
-    char tmp[16384];
-    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
-    if (n > 0) {
-      buf.append(tmp, static_cast<size_t>(n));
-      return true;
-    }
-    if (n == 0) return false;
+    ssize_t n = ::recv(fd, buf, cap, 0);
+    if (n >= 0) return static_cast<size_t>(n);
     if (errno == EINTR) continue;
     if (errno != EAGAIN)
       return unreachable(std::string("cannot read the response: ") + strerror(errno));
@@ -110,122 +104,78 @@ Result<bool> read_some(int fd, std::string& buf, int timeout_ms) {
   }
 }
 
-struct Head {
-  int status = 0;
-  std::optional<uint64_t> content_length;
-  bool chunked = false;
+// Collects the final response's status and decoded body. The parser has already dropped
+// interim 1xx heads and undone chunking; this only refuses a body too big to hold, which is
+// the one reason it ever stops the parser.
+class ReplySink : public http::ResponseParser::Sink {
+ public:
+  bool on_head(http::ResponseHead& head) override {
+    reply_.status = head.status;
+    // A declared length over the cap is refused before a byte of it is read.
+    return !(head.content_length && *head.content_length > kMaxBodyBytes);
+  }
+  bool on_body(std::string_view data) override {
+    // Chunked and close-delimited bodies declare no length: count what arrives.
+    if (reply_.body.size() + data.size() > kMaxBodyBytes) return false;
+    reply_.body.append(data);
+    return true;
+  }
+  HttpReply take() { return std::move(reply_); }
+
+ private:
+  HttpReply reply_;
 };
 
-Result<Head> parse_head(std::string_view head) {
-  auto lines = split(head, '\n');
-  Head h;
-  std::string_view status_line = lines.empty() ? std::string_view() : lines[0];
-  if (!status_line.empty() && status_line.back() == '\r') status_line.remove_suffix(1);
-  // "HTTP/1.1 200 OK"
-  if (!starts_with(status_line, "HTTP/1.") || status_line.size() < 12 || status_line[8] != ' ')
-    return make_error(ErrorCode::BadGateway, "malformed response from the server");
-  auto code = parse_uint(status_line.substr(9, 3));
-  if (!code || *code < 100 || *code > 599)
-    return make_error(ErrorCode::BadGateway, "malformed status line");
-  h.status = static_cast<int>(*code);
-  for (size_t i = 1; i < lines.size(); ++i) {
-    std::string_view line = lines[i];
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    size_t colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string_view name = trim(line.substr(0, colon));
-    std::string_view value = trim(line.substr(colon + 1));
-    if (iequals(name, "content-length")) {
-      auto n = parse_uint(value);
-      if (!n) return make_error(ErrorCode::BadGateway, "malformed Content-Length");
-      h.content_length = static_cast<uint64_t>(*n);
-    } else if (iequals(name, "transfer-encoding") &&
-               to_lower(value).find("chunked") != std::string::npos) {
-      h.chunked = true;
+Error closed_early() {
+  return unreachable("the server closed the connection before a complete response");
+}
+
+// Reads one response off fd. Every read is fed to the parser as it comes; EOF goes to
+// finish(), which is what ends a body that has neither a length nor chunking.
+Result<HttpReply> read_reply(int fd, bool head_request, int timeout_ms) {
+  ReplySink sink;
+  http::ResponseLimits limits;
+  limits.max_header_bytes = kMaxHeadBytes;
+  http::ResponseParser parser(&sink, limits);
+  parser.reset(head_request);
+  char buf[16384];
+  for (;;) {
+    auto n = read_some(fd, buf, sizeof buf, timeout_ms);
+    if (!n) return n.error();
+    const bool eof = *n == 0;
+    http::ParseResult r = eof ? parser.finish() : parser.feed(buf, *n);
+    switch (r.status) {
+      case http::ParseStatus::NeedMore:
+        if (eof) return closed_early();  // nothing had started: no answer at all
+        continue;
+      case http::ParseStatus::Complete:
+        // Connection: close was asked for, so anything after the response is ignored.
+        return sink.take();
+      case http::ParseStatus::Stopped:  // ReplySink stops only over kMaxBodyBytes
+        return make_error(ErrorCode::BadGateway, "response too large");
+      case http::ParseStatus::Upgrade:
+        return make_error(ErrorCode::BadGateway, "the server switched protocols");
+      case http::ParseStatus::Error:
+        if (eof) return closed_early();
+        return make_error(ErrorCode::BadGateway, "malformed response from the server: " + r.error);
     }
   }
-  return h;
 }
 
 }  // namespace
 
-Result<BaseUrl> parse_base_url(std::string_view url) {
-  auto bad = [&](const std::string& why) {
-    return make_error(ErrorCode::BadRequest, "--url '" + std::string(url) + "': " + why);
-  };
-  if (starts_with(to_lower(url), "https://"))
-    return bad("https is not supported; reach the admin API over plain http on a trusted network");
-  if (!starts_with(to_lower(url), "http://")) return bad("must start with http://");
-  std::string_view rest = url.substr(7);
-  size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  BaseUrl u;
-  if (slash != std::string_view::npos) {
-    u.prefix = std::string(rest.substr(slash));
-    while (!u.prefix.empty() && u.prefix.back() == '/') u.prefix.pop_back();
-  }
-  std::string_view port;
-  if (starts_with(authority, "[")) {
-    size_t close = authority.find(']');
-    if (close == std::string_view::npos) return bad("unclosed '[' in the host");
-    u.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') return bad("expected ':' after ']'");
-      port = after.substr(1);
-    }
-  } else {
-    size_t colon = authority.rfind(':');
-    u.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
-  if (u.host.empty()) return bad("no host");
-  if (!port.empty()) {
-    auto p = parse_uint(port);
-    if (!p || *p == 0 || *p > 65535) return bad("port must be between 1 and 65535");
-    u.port = static_cast<uint16_t>(*p);
-  }
-  return u;
-}
-
-ChunkedState decode_chunked(std::string_view raw, std::string& out) {
-  std::string body;
-  size_t pos = 0;
-  for (;;) {
-    size_t eol = raw.find("\r\n", pos);
-    if (eol == std::string_view::npos)
-      return raw.size() - pos > 1024 ? ChunkedState::Bad : ChunkedState::Incomplete;
-    std::string_view size_line = raw.substr(pos, eol - pos);
-    size_line = trim(size_line.substr(0, size_line.find(';')));  // chunk extensions are ignored
-    if (size_line.empty() || size_line.size() > 15) return ChunkedState::Bad;
-    uint64_t size = 0;
-    for (char ch : size_line) {
-      int d = (ch >= '0' && ch <= '9')   ? ch - '0'
-              : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
-              : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10
-                                         : -1;
-      if (d < 0) return ChunkedState::Bad;
-      size = size * 16 + static_cast<uint64_t>(d);
-    }
-    pos = eol + 2;
-    if (size == 0) {
-      // Trailers, if any, end with an empty line.
-      for (;;) {
-        size_t end = raw.find("\r\n", pos);
-        if (end == std::string_view::npos) return ChunkedState::Incomplete;
-        if (end == pos) {
-          out = std::move(body);
-          return ChunkedState::Done;
-        }
-        pos = end + 2;
-      }
-    }
-    if (size > kMaxBodyBytes || body.size() + size > kMaxBodyBytes) return ChunkedState::Bad;
-    if (raw.size() < pos + size + 2) return ChunkedState::Incomplete;
-    if (raw.substr(pos + size, 2) != "\r\n") return ChunkedState::Bad;
-    body.append(raw.substr(pos, size));
-    pos += size + 2;
-  }
+Result<BaseUrl> parse_admin_url(std::string_view url) {
+  // A URL with '@' may carry user:password; such a URL is never repeated in the message.
+  std::string what = url.find('@') == std::string_view::npos ? "--url '" + std::string(url) + "'"
+                                                             : std::string("--url");
+  auto parts = config::parse_base_url(url);
+  if (!parts) return make_error(ErrorCode::BadRequest, what + ": " + parts.error().message);
+  if (parts->tls)
+    return make_error(ErrorCode::BadRequest,
+                      what +
+                          ": https is not supported; reach the admin API over plain http on a "
+                          "trusted network");
+  return parts;
 }
 
 Result<HttpReply> AdminClient::call(const std::string& method, const std::string& path,
@@ -235,7 +185,7 @@ Result<HttpReply> AdminClient::call(const std::string& method, const std::string
   Fd sock{*fd_r};
 
   std::string host = url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host;
-  std::string req = method + " " + url_.prefix + path + " HTTP/1.1\r\nHost: " + host + ":" +
+  std::string req = method + " " + url_.path + path + " HTTP/1.1\r\nHost: " + host + ":" +
                     std::to_string(url_.port) + "\r\nAuthorization: Bearer " + token_ +
                     "\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: "
                     "keypool-cli/" KEYPOOL_VERSION "\r\n";
@@ -249,55 +199,7 @@ Result<HttpReply> AdminClient::call(const std::string& method, const std::string
   explicit_bzero(req.data(), req.size());
   if (!sent) return sent.error();
 
-  std::string buf;
-  size_t head_end = std::string::npos;
-  Head head;
-  for (;;) {
-    if (head_end == std::string::npos) {
-      head_end = buf.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        auto h = parse_head(std::string_view(buf).substr(0, head_end));
-        if (!h) return h.error();
-        head = *h;
-        buf.erase(0, head_end + 4);
-        // An interim 1xx answer: drop it and wait for the final one.
-        if (head.status < 200) {
-          head_end = std::string::npos;
-          continue;
-        }
-      } else if (buf.size() > kMaxHeadBytes) {
-        return make_error(ErrorCode::BadGateway, "response head too large");
-      }
-    }
-    if (head_end != std::string::npos) {
-      if (method == "HEAD" || head.status == 204 || head.status == 304)
-        return HttpReply{head.status, ""};
-      if (head.chunked) {
-        std::string out;
-        auto st = decode_chunked(buf, out);
-        if (st == ChunkedState::Done) return HttpReply{head.status, std::move(out)};
-        if (st == ChunkedState::Bad)
-          return make_error(ErrorCode::BadGateway, "malformed chunked response");
-      } else if (head.content_length) {
-        if (*head.content_length > kMaxBodyBytes)
-          return make_error(ErrorCode::BadGateway, "response too large");
-        if (buf.size() >= *head.content_length) {
-          buf.resize(*head.content_length);
-          return HttpReply{head.status, std::move(buf)};
-        }
-      } else if (buf.size() > kMaxBodyBytes) {
-        return make_error(ErrorCode::BadGateway, "response too large");
-      }
-    }
-    auto more = read_some(sock.fd, buf, io_timeout_ms_);
-    if (!more) return more.error();
-    if (!*more) {
-      // EOF: only a body without Content-Length or chunking may end this way.
-      if (head_end != std::string::npos && !head.chunked && !head.content_length)
-        return HttpReply{head.status, std::move(buf)};
-      return unreachable("the server closed the connection before a complete response");
-    }
-  }
+  return read_reply(sock.fd, method == "HEAD", io_timeout_ms_);
 }
 
 }  // namespace keypool::cli

@@ -3,30 +3,24 @@
 // API, for the CLI's admin subcommands. Plain http only (the admin API is meant for
 // loopback or a private network); no event loop, every wait bounded by a timeout.
 // It does not interpret the JSON: callers get the status and the body.
-#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "base/result.h"
+#include "config/base_url.h"
 
 namespace keypool::cli {
 
-// "http://host[:port][/prefix]" taken apart. IPv6 literals come in brackets.
-struct BaseUrl {
-  std::string host;
-  uint16_t port = 80;
-  std::string prefix;  // "" or "/something" without a trailing slash
-};
-Result<BaseUrl> parse_base_url(std::string_view url);
+// The admin API's address: config's base URL (host, port, path prefix), plain http only.
+using BaseUrl = config::UrlParts;
+// --url (or KEYPOOL_URL) through config::parse_base_url, plus the CLI's own rule: no https.
+// The message names the problem and echoes the URL only when it cannot hold credentials.
+Result<BaseUrl> parse_admin_url(std::string_view url);
 
 struct HttpReply {
   int status = 0;
   std::string body;
 };
-
-// Decoding a chunked body that may still be arriving: Done fills out with the whole body.
-enum class ChunkedState { Incomplete, Done, Bad };
-ChunkedState decode_chunked(std::string_view raw, std::string& out);
 
 class AdminClient {
  public:

@@ -103,7 +103,7 @@ int call(const Cmd& c, const std::string& method, const std::string& path, const
     const char* env = std::getenv("KEYPOOL_URL");
     url_text = env && *env ? env : "http://127.0.0.1:8080";
   }
-  auto url = parse_base_url(url_text);
+  auto url = parse_admin_url(url_text);
   if (!url) {
     std::fprintf(stderr, "keypool: %s\n", url.error().message.c_str());
     return kUsage;

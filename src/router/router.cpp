@@ -103,7 +103,11 @@ Result<std::string> strip_absolute_form(std::string_view target) {
   if (path_start == 0 || after.empty()) return bad_request("absolute-form target has no host");
   // An empty path is "/" (RFC 9112 §3.2.4): "http://h?q" asks for "/?q".
   if (path_start == std::string_view::npos) return std::string("/");
-  if (after[path_start] != '/') return "/" + std::string(after.substr(path_start));
+  if (after[path_start] != '/') {
+    std::string origin(1, '/');
+    origin.append(after.substr(path_start));
+    return origin;
+  }
   return std::string(after.substr(path_start));
 }
 

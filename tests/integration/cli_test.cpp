@@ -220,6 +220,11 @@ TEST_CASE("cli: usage errors exit 2 and an unreachable server exits 1") {
   CHECK(unreachable.exit_code == 1);
   CHECK(contains(unreachable.output, "cannot connect"));
   CHECK(cli({"tiers", "list", "--url=https://127.0.0.1:1"}).exit_code == 2);
+  // Credentials in the URL are refused, and the message must not hand them back to a log.
+  auto userinfo = cli({"--url", "http://admin:hunter2@127.0.0.1:1", "tiers", "list"});
+  CHECK(userinfo.exit_code == 2);
+  CHECK(contains(userinfo.output, "must not contain user info"));
+  CHECK_FALSE(contains(userinfo.output, "hunter2"));
 
   auto help = cli({"help"});
   CHECK(help.exit_code == 0);

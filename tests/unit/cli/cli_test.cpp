@@ -1,5 +1,5 @@
 // The admin subcommands' pieces that need no running keypool: flag parsing, tables, base
-// URLs, chunked decoding, and the blocking client against a scripted fake server.
+// URLs, and the blocking client against a scripted fake server (framing, limits, cut-offs).
 #include <doctest/doctest.h>
 
 #include <string>
@@ -57,42 +57,52 @@ TEST_CASE("Table aligns columns and drops trailing spaces") {
   CHECK(lines.render() == "A    B\nx y  z\n");
 }
 
-TEST_CASE("parse_base_url") {
-  auto u = parse_base_url("http://127.0.0.1:9000");
+TEST_CASE("parse_admin_url takes plain http base URLs, as config's parser reads them") {
+  auto u = parse_admin_url("http://127.0.0.1:9000");
   REQUIRE(u);
   CHECK(u->host == "127.0.0.1");
   CHECK(u->port == 9000);
-  CHECK(u->prefix == "");
-  auto p = parse_base_url("http://keypool.internal/proxy/");
+  CHECK(u->path == "");
+  auto p = parse_admin_url("HTTP://Keypool.internal/proxy/");
   REQUIRE(p);
+  CHECK(p->host == "keypool.internal");
   CHECK(p->port == 80);
-  CHECK(p->prefix == "/proxy");
-  auto v6 = parse_base_url("http://[::1]:8080");
+  CHECK(p->path == "/proxy");
+  auto v6 = parse_admin_url("http://[::1]:8080");
   REQUIRE(v6);
   CHECK(v6->host == "::1");
   CHECK(v6->port == 8080);
+  auto compose = parse_admin_url("http://keypool_admin:8080");  // container DNS names may hold '_'
+  REQUIRE(compose);
+  CHECK(compose->host == "keypool_admin");
   for (const char* bad : {"https://x", "ftp://x", "127.0.0.1:8080", "http://", "http://x:0",
-                          "http://x:99999", "http://[::1"})
-    CHECK_FALSE(parse_base_url(bad));
+                          "http://x:99999", "http://[::1", "http://x?a=1"}) {
+    auto r = parse_admin_url(bad);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find(std::string("--url '") + bad + "'") == 0);
+  }
 }
 
-TEST_CASE("decode_chunked waits for the whole body, then joins it") {
-  std::string out;
-  std::string whole = "4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n";
-  for (size_t n = 0; n < whole.size(); ++n)
-    CHECK(decode_chunked(std::string_view(whole).substr(0, n), out) == ChunkedState::Incomplete);
-  REQUIRE(decode_chunked(whole, out) == ChunkedState::Done);
-  CHECK(out == "Wikipedia");
-  CHECK(decode_chunked("0\r\nX-Trailer: 1\r\n\r\n", out) == ChunkedState::Done);
-  CHECK(out == "");
-  CHECK(decode_chunked("zz\r\n", out) == ChunkedState::Bad);
-  CHECK(decode_chunked("2\r\nabc\r\n", out) == ChunkedState::Bad);
+TEST_CASE("parse_admin_url refuses user info without repeating it") {
+  for (const char* url :
+       {"http://admin:hunter2@127.0.0.1:8080", "http://admin:hunter2@[::1]/x",
+        "https://admin:hunter2@keypool.internal", "admin:hunter2@keypool.internal://x"}) {
+    auto r = parse_admin_url(url);
+    REQUIRE_FALSE(r);
+    INFO(r.error().message);
+    CHECK(r.error().message.find("hunter2") == std::string::npos);
+    CHECK(r.error().message.find("admin") == std::string::npos);
+    CHECK(r.error().message.find("--url") == 0);
+  }
+  auto r = parse_admin_url("http://admin:hunter2@127.0.0.1:8080");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("must not contain user info") != std::string::npos);
 }
 
 namespace {
 
 BaseUrl local(uint16_t port) {
-  auto u = parse_base_url("http://127.0.0.1:" + std::to_string(port));
+  auto u = parse_admin_url("http://127.0.0.1:" + std::to_string(port));
   REQUIRE(u);
   return *u;
 }
@@ -144,4 +154,89 @@ TEST_CASE("AdminClient gives up on a silent server and on a closed port") {
   auto g = gone.call("GET", "/admin/tiers");
   REQUIRE_FALSE(g);
   CHECK(g.error().message.find("cannot connect") != std::string::npos);
+}
+
+namespace {
+
+// The admin client against a fake that answers every request with these bytes, then closes.
+Result<HttpReply> call_raw(std::string bytes, const std::string& method = "GET") {
+  testing::FakeUpstream up(
+      [bytes](const testing::RecordedRequest&, testing::ResponseWriter& w) { w.raw(bytes); });
+  AdminClient client(local(up.port()), "t", 1000, 2000);
+  return client.call(method, "/admin/x");
+}
+
+bool has(const Error& e, std::string_view text) {
+  return e.message.find(text) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("AdminClient reads close-delimited, chunked and interim-headed answers") {
+  auto close_delimited =
+      call_raw("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}");
+  REQUIRE(close_delimited);
+  CHECK(close_delimited->status == 200);
+  CHECK(close_delimited->body == R"({"a":1})");
+
+  auto chunked = call_raw(
+      "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\nX-Trailer: 1\r\n\r\n");
+  REQUIRE(chunked);
+  CHECK(chunked->status == 201);
+  CHECK(chunked->body == R"({"a":1})");
+
+  auto interim =
+      call_raw("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+  REQUIRE(interim);
+  CHECK(interim->status == 200);
+  CHECK(interim->body == "{}");
+
+  // A HEAD answer's Content-Length describes a body that is not sent.
+  auto head = call_raw("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", "HEAD");
+  REQUIRE(head);
+  CHECK(head->body == "");
+}
+
+TEST_CASE("AdminClient refuses answers cut off before their end") {
+  for (const char* cut : {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"a\":",
+                          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"a\":",
+                          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n",
+                          "HTTP/1.1 200 OK\r\nContent-Le", ""}) {
+    auto r = call_raw(cut);
+    INFO(cut);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == ErrorCode::Unavailable);
+    CHECK(has(r.error(), "closed the connection before a complete response"));
+  }
+}
+
+TEST_CASE("AdminClient refuses malformed answers and oversized heads and bodies") {
+  auto bad = call_raw("HTTP/1.1 2xx OK\r\n\r\n");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == ErrorCode::BadGateway);
+  CHECK(has(bad.error(), "malformed response"));
+
+  auto big_head = call_raw("HTTP/1.1 200 OK\r\nX-Pad: " + std::string(70 * 1024, 'a') +
+                           "\r\nContent-Length: 0\r\n\r\n");
+  REQUIRE_FALSE(big_head);
+  CHECK(has(big_head.error(), "response head larger than 65536 bytes"));
+
+  // Declared too long: refused on the head, before any of the body is read.
+  auto declared = call_raw("HTTP/1.1 200 OK\r\nContent-Length: 67108865\r\n\r\n{}");
+  REQUIRE_FALSE(declared);
+  CHECK(declared.error().code == ErrorCode::BadGateway);
+  CHECK(has(declared.error(), "response too large"));
+
+  // Undeclared (chunked, no length): refused once the collected body passes 64 MiB.
+  testing::FakeUpstream up([](const testing::RecordedRequest&, testing::ResponseWriter& w) {
+    w.head(200);  // chunked
+    const std::string mib(1024 * 1024, 'x');
+    for (int i = 0; i < 65 && !w.client_gone(); ++i) w.body(mib);
+    w.end();
+  });
+  AdminClient client(local(up.port()), "t", 1000, 5000);
+  auto streamed = client.call("GET", "/admin/x");
+  REQUIRE_FALSE(streamed);
+  CHECK(has(streamed.error(), "response too large"));
 }
