@@ -39,7 +39,9 @@ inline Error make_error(ErrorCode code, std::string message) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}
+  // By reference, not by value: a by-value parameter would move a large T twice.
+  Result(T&& value) : v_(std::in_place_index<0>, std::move(value)) {}
+  Result(const T& value) : v_(std::in_place_index<0>, value) {}
   Result(Error error) : v_(std::move(error)) {}
 
   bool ok() const { return v_.index() == 0; }

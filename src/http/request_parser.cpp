@@ -52,7 +52,10 @@ struct RequestParser::Impl {
     if (head.headers.size() >= limits.max_header_count)
       return fail(431, "too_many_headers",
                   "more than " + std::to_string(limits.max_header_count) + " header fields");
-    head.headers.push_back(Header{std::move(field), std::string(trim(value))});
+    // Built in place: a temporary Header moved into the vector copies both strings again.
+    auto& h = head.headers.emplace_back();
+    h.name = std::move(field);
+    h.value.assign(trim(value));
     field.clear();
     value.clear();
     in_value = false;

@@ -75,7 +75,10 @@ struct ResponseParser::Impl {
       error = "response has more than " + std::to_string(limits.max_headers) + " headers";
       return HPE_USER;
     }
-    head.headers.push_back(Header{std::move(field), std::string(trim(value))});
+    // Built in place: a temporary Header moved into the vector copies both strings again.
+    auto& h = head.headers.emplace_back();
+    h.name = std::move(field);
+    h.value.assign(trim(value));
     field.clear();
     value.clear();
     return HPE_OK;

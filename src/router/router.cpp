@@ -127,54 +127,54 @@ Result<std::string_view> origin_form(std::string_view target, std::string* stora
   return bad_request("unsupported request-target form");
 }
 
-std::optional<Route> route_proxy(std::string_view path) {
+// Each route_* fills the caller's Route in place (a Route is seven strings; building one
+// and moving it through optionals cost every request a dozen copies) and says whether the
+// path is one it owns.
+bool route_proxy(std::string_view path, Route& r) {
   // path starts with "/v1/".
   std::string_view after = path.substr(4);
   size_t slash = after.find('/');
   std::string_view service = after.substr(0, slash);
-  if (!is_valid_service_name(service)) return std::nullopt;
-  Route r;
+  if (!is_valid_service_name(service)) return false;
   r.kind = RouteKind::Proxy;
   r.service = std::string(service);
-  r.rest = slash == std::string_view::npos ? "/" : std::string(after.substr(slash));
-  return r;
+  r.rest = slash == std::string_view::npos ? std::string("/") : std::string(after.substr(slash));
+  return true;
 }
 
-std::optional<Route> route_admin(std::string_view path) {
+bool route_admin(std::string_view path, Route& r) {
   // path starts with "/admin/". One trailing slash is tolerated ("/admin/keys/").
   std::string_view after = path.substr(7);
   if (!after.empty() && after.back() == '/') after.remove_suffix(1);
   auto segs = split(after, '/');
-  if (segs.size() > 3) return std::nullopt;
+  if (segs.size() > 3) return false;
   std::string parts[3];
   for (size_t i = 0; i < segs.size(); ++i) {
     auto decoded = percent_decode(segs[i]);  // check_path already vetted the escapes
-    if (!decoded || decoded->empty()) return std::nullopt;
+    if (!decoded || decoded->empty()) return false;
     parts[i] = std::move(*decoded);
   }
-  Route r;
   r.kind = RouteKind::Admin;
   r.resource = std::move(parts[0]);
   r.id = std::move(parts[1]);
   r.action = std::move(parts[2]);
-  return r;
+  return true;
 }
 
-std::optional<Route> route_path(std::string_view method, std::string_view path) {
-  auto fixed = [](RouteKind k) {
-    Route r;
-    r.kind = k;
-    return std::optional<Route>(std::move(r));
-  };
+bool route_path(std::string_view method, std::string_view path, Route& r) {
   // Known paths route whatever the method: the admin room answers a wrong one with 405 and
   // an Allow header, which a NotFound here could not carry.
   (void)method;
+  auto fixed = [&](RouteKind k) {
+    r.kind = k;
+    return true;
+  };
   if (path == "/health") return fixed(RouteKind::Health);
   if (path == "/metrics") return fixed(RouteKind::Metrics);
   if (path == "/key") return fixed(RouteKind::GetKey);
-  if (starts_with(path, "/admin/")) return route_admin(path);
-  if (starts_with(path, "/v1/")) return route_proxy(path);
-  return std::nullopt;
+  if (starts_with(path, "/admin/")) return route_admin(path, r);
+  if (starts_with(path, "/v1/")) return route_proxy(path, r);
+  return false;
 }
 
 }  // namespace
@@ -207,13 +207,13 @@ Result<Route> route(std::string_view method, std::string_view target) {
   if (auto ok = check_path(path); !ok) return ok.error();
   if (auto ok = check_query(query); !ok) return ok.error();
 
-  auto r = route_path(method, path);
-  if (!r) return not_found(method, path);
+  Route r;
+  if (!route_path(method, path, r)) return not_found(method, path);
   // A proxy route is described by service and rest; copying the path too would cost every
   // proxied request an allocation for nothing.
-  if (r->kind != RouteKind::Proxy) r->path = std::string(path);
-  r->query = std::string(query);
-  return std::move(*r);
+  if (r.kind != RouteKind::Proxy) r.path.assign(path);
+  r.query.assign(query);
+  return r;
 }
 
 std::optional<std::string> query_param(std::string_view query, std::string_view name) {
