@@ -69,6 +69,10 @@ TEST_CASE("request parser: ambiguous framing is refused with 400") {
       "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
       "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+      // The same rules whatever the case or place of the fields.
+      "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nHOST: a\r\n\r\n",
+      "POST / HTTP/1.1\r\ncontent-length: 1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx",
   };
   for (const char* c : cases) {
     Events ev;
@@ -101,18 +105,6 @@ TEST_CASE("request parser: framing fields are found whatever their case and plac
     REQUIRE(ev.heads.size() == 1);
     CHECK(ev.heads[0].chunked);
     CHECK(ev.body == "abc");
-  }
-  const char* refused[] = {
-      "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nHOST: a\r\n\r\n",
-      "POST / HTTP/1.1\r\ncontent-length: 1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
-      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nx",
-  };
-  for (const char* c : refused) {
-    Events ev;
-    RequestParser p({}, &ev);
-    INFO(c);
-    CHECK(feed(p, c, 1 << 20).error_status == 400);
-    CHECK(ev.heads.empty());
   }
 }
 
