@@ -170,13 +170,11 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
                                                                      CredentialMemo* memo) const {
   if (presented.empty()) return unauthorized("invalid token");
   std::shared_ptr<const TokenInfo> info;
-  uint64_t generation = 0;
   {
     std::shared_lock lock(mu_);
-    generation = generation_;
     // The lengths are compared first: that says only whether this connection now sends a
     // token as long as the one it sent before.
-    if (memo && memo->info_ && memo->generation_ == generation && memo->secret_.size() == presented.size() &&
+    if (memo && memo->info_ && memo->generation_ == generation_ && memo->secret_.size() == presented.size() &&
         CRYPTO_memcmp(memo->secret_.data(), presented.data(), presented.size()) == 0)
       info = memo->info_;
   }
@@ -190,11 +188,10 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
     if (it == by_hash_.end() || CRYPTO_memcmp(it->first.data(), digest->data(), digest->size()) != 0)
       return unauthorized("invalid token");
     info = it->second;
-    generation = generation_;
     if (memo) {
       memo->forget();
       memo->secret_.assign(presented);
-      memo->generation_ = generation;
+      memo->generation_ = generation_;  // read under the same lock as the lookup
       memo->info_ = info;
     }
   }
