@@ -133,8 +133,8 @@ void get_key(Call& c) {
   int64_t token_id = 0;
   int64_t max_wait = 0;
   // The hand-out is audited by token id (0: admin) in lease_for_get_key.
-  if (!app.admin.matches(cred->value)) {
-    auto found = app.tokens.authenticate(cred->value, app.clock.now_ms());
+  if (!app.admin.matches(cred->value())) {
+    auto found = app.tokens.authenticate(cred->value(), app.clock.now_ms());
     if (!found) return c.fail(found.error());
     const auth::TokenInfo& tok = *found.value();
     q.tier = tok.tier;
@@ -161,11 +161,11 @@ void metrics(Call& c) {
 
 bool authorized_admin(Call& c) {
   auto cred = auth::extract_credential(c.head().headers, "");
-  if (!cred || cred->source != auth::CredentialSource::AuthorizationBearer) {
+  if (!cred || cred->source() != auth::CredentialSource::AuthorizationBearer) {
     c.fail(make_error(ErrorCode::Unauthorized, "missing admin token (Authorization: Bearer ...)"));
     return false;
   }
-  if (!c.app().admin.matches(cred->value)) {
+  if (!c.app().admin.matches(cred->value())) {
     c.fail(make_error(ErrorCode::Unauthorized, "invalid admin token"));
     return false;
   }

@@ -55,15 +55,15 @@ std::optional<Credential> from_authorization(std::string_view value) {
   if (sp == std::string_view::npos) {
     if (value.empty() || iequals(value, "bearer") || iequals(value, "token") || iequals(value, "basic"))
       return std::nullopt;
-    return Credential{std::string(value), CredentialSource::AuthorizationRaw};
+    return Credential(value, CredentialSource::AuthorizationRaw);
   }
   std::string_view scheme = value.substr(0, sp);
   std::string_view cred = trim(value.substr(sp + 1));
   if (cred.empty()) return std::nullopt;
   if (iequals(scheme, "bearer"))
-    return Credential{std::string(cred), CredentialSource::AuthorizationBearer};
+    return Credential(cred, CredentialSource::AuthorizationBearer);
   if (iequals(scheme, "token"))
-    return Credential{std::string(cred), CredentialSource::AuthorizationToken};
+    return Credential(cred, CredentialSource::AuthorizationToken);
   return std::nullopt;
 }
 
@@ -73,7 +73,7 @@ std::optional<Credential> from_header(const http::Headers& headers, std::string_
   if (!v) return std::nullopt;
   auto cred = trim(*v);
   if (cred.empty()) return std::nullopt;
-  return Credential{std::string(cred), source};
+  return Credential(cred, source);
 }
 
 // First `api_key` value in the query, form-decoded. Kept local so auth needs only base.
@@ -107,8 +107,23 @@ std::optional<Credential> extract_credential(const http::Headers& headers, std::
   if (auto c = from_header(headers, "x-api-key", CredentialSource::XApiKey)) return c;
   if (auto c = from_header(headers, "xi-api-key", CredentialSource::XiApiKey)) return c;
   auto q = query_api_key(query);
-  if (q && !q->empty()) return Credential{std::move(*q), CredentialSource::QueryApiKey};
+  if (q && !q->empty()) return Credential(std::move(*q), CredentialSource::QueryApiKey);
   return std::nullopt;
+}
+
+Credential::Credential(std::string decoded, CredentialSource source)
+    : decoded_(std::move(decoded)), owned_(true), source_(source) {}
+
+// Moved by hand: a decoded value short enough for the string's inline buffer would leave
+// a view pointing into the moved-from object, so the view is rebuilt from what is owned.
+Credential::Credential(Credential&& other) noexcept
+    : view_(other.view_), decoded_(std::move(other.decoded_)), owned_(other.owned_), source_(other.source_) {
+  other.owned_ = false;
+  other.view_ = {};
+}
+
+Credential::~Credential() {
+  if (!decoded_.empty()) OPENSSL_cleanse(decoded_.data(), decoded_.size());
 }
 
 AdminToken::AdminToken(std::string_view token) {

@@ -31,9 +31,28 @@ enum class CredentialSource {
   QueryApiKey
 };
 
-struct Credential {
-  std::string value;
-  CredentialSource source;
+// A presented credential. One in a header is a view into the request's headers (which
+// outlive every use of it): copying it would cost each request an allocation and leave an
+// unwiped copy of the token on the heap. One from the query is percent-decoded, so it is
+// owned, and wiped when the Credential goes.
+class Credential {
+ public:
+  Credential(std::string_view in_header, CredentialSource source) : view_(in_header), source_(source) {}
+  Credential(std::string decoded, CredentialSource source);
+  Credential(Credential&& other) noexcept;
+  Credential(const Credential&) = delete;
+  Credential& operator=(const Credential&) = delete;
+  Credential& operator=(Credential&&) = delete;
+  ~Credential();
+
+  std::string_view value() const { return owned_ ? std::string_view(decoded_) : view_; }
+  CredentialSource source() const { return source_; }
+
+ private:
+  std::string_view view_;
+  std::string decoded_;
+  bool owned_ = false;
+  CredentialSource source_;
 };
 
 // Looks, in order, at Authorization ("Bearer x" or "Token x", scheme case-insensitive),

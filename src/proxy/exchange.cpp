@@ -117,7 +117,7 @@ bool ProxyExchange::authenticate() {
     return false;
   }
   const int64_t now = app.clock.now_ms();
-  auto tok = app.tokens.authenticate(cred->value, now, sink_ ? &credential_memo(*sink_) : nullptr);
+  auto tok = app.tokens.authenticate(cred->value(), now, sink_ ? &credential_memo(*sink_) : nullptr);
   if (!tok) {
     fail(401, "unauthorized", tok.error().message);
     return false;

@@ -120,8 +120,8 @@ TEST_CASE("auth: extract_credential sources and precedence") {
       continue;
     }
     REQUIRE(got);
-    CHECK(got->value == *c.value);
-    CHECK(got->source == c.source);
+    CHECK(got->value() == *c.value);
+    CHECK(got->source() == c.source);
   }
 }
 
