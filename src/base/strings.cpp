@@ -1,9 +1,53 @@
 #include "base/strings.h"
 
 #include <cctype>
+#include <cstring>
 #include <limits>
 
 namespace keypool {
+
+namespace {
+
+uint64_t load8(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+uint64_t load4(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// ascii_lower on eight bytes at once. Only the low seven bits of each byte enter the sums,
+// so no byte carries into the next; a byte with its high bit set is not ASCII and stays.
+uint64_t ascii_lower8(uint64_t x) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+  const uint64_t low7 = x & ~kHigh;
+  const uint64_t at_least_a = low7 + (0x80 - 'A') * kOnes;   // high bit: byte >= 'A'
+  const uint64_t above_z = low7 + (0x80 - 'Z' - 1) * kOnes;  // high bit: byte > 'Z'
+  const uint64_t upper = at_least_a & ~above_z & ~x & kHigh;
+  return x | (upper >> 2);  // 0x80 >> 2 is the 0x20 that turns 'A' into 'a'
+}
+
+bool same_folded(uint64_t x, uint64_t y) { return x == y || ascii_lower8(x) == ascii_lower8(y); }
+
+}  // namespace
+
+// Words of eight (or four) bytes, the last one overlapping the one before, so that no
+// length needs a byte loop beyond three.
+bool detail::iequals_n(const char* a, const char* b, size_t n) {
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 < n; i += 8)
+      if (!same_folded(load8(a + i), load8(b + i))) return false;
+    return same_folded(load8(a + n - 8), load8(b + n - 8));
+  }
+  if (n >= 4) return same_folded(load4(a), load4(b)) && same_folded(load4(a + n - 4), load4(b + n - 4));
+  for (size_t i = 0; i < n; ++i)
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  return true;
+}
 
 std::string to_lower(std::string_view s) {
   std::string out(s);

@@ -1,4 +1,4 @@
-// iequals compares eight bytes at a time with a folded-case trick; checked here against the
+// iequals compares words of eight or four bytes with a folded-case trick; checked here against the
 // plain one-byte-at-a-time definition over every length it treats differently (short
 // strings, whole words, an overlapping last word) and every byte value, high bytes included.
 #include <doctest/doctest.h>
