@@ -16,10 +16,10 @@ struct ResponseParser::Impl {
       return self(p)->on_span(self(p)->head.reason, at, n);
     };
     settings.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
-      return self(p)->on_span(self(p)->field, at, n);
+      return self(p)->on_span(self(p)->building_header().name, at, n);
     };
     settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
-      return self(p)->on_span(self(p)->value, at, n);
+      return self(p)->on_span(self(p)->building_header().value, at, n);
     };
     settings.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_complete(); };
     settings.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
@@ -40,9 +40,14 @@ struct ResponseParser::Impl {
   }
 
   void clear_head() {
+    // The header slots survive: the next response on this keep-alive connection is parsed
+    // into the same strings, whose storage then needs no allocation. Only `filled` of them
+    // belong to the response being parsed; on_headers_complete drops the rest.
+    Headers slots = std::move(head.headers);
     head = ResponseHead{};
-    field.clear();
-    value.clear();
+    head.headers = std::move(slots);
+    filled = 0;
+    building = false;
     header_bytes = 0;
     interim = false;
     error.clear();
@@ -60,32 +65,69 @@ struct ResponseParser::Impl {
   // in pieces, so the size limit is checked as they grow rather than once at the end.
   int on_span(std::string& dst, const char* at, size_t n) {
     header_bytes += n;
-    if (header_bytes > limits.max_header_bytes) {
-      error = "response head larger than " + std::to_string(limits.max_header_bytes) + " bytes";
-      return HPE_USER;
-    }
+    if (header_bytes > limits.max_header_bytes) return head_too_large();
     dst.append(at, n);
     return HPE_OK;
+  }
+
+  // Out of line: building the message inline made every call of on_span (a dozen per
+  // response) save and restore registers for a path that almost never runs.
+  [[gnu::noinline, gnu::cold]] int head_too_large() {
+    error = "response head larger than " + std::to_string(limits.max_header_bytes) + " bytes";
+    return HPE_USER;
+  }
+
+  // The slot the current header is assembled in, taken (and emptied) by its first piece.
+  // llhttp may deliver a name or value in several pieces, one per read it spans, so the
+  // pieces are copied into the slot's strings rather than pointing into a read buffer.
+  Header& building_header() {
+    if (!building) {
+      building = true;
+      if (filled == head.headers.size()) {
+        head.headers.emplace_back();
+      } else {
+        recycle(head.headers[filled].name);
+        recycle(head.headers[filled].value);
+      }
+    }
+    return head.headers[filled];
+  }
+
+  // Empties a reused string. One that grew large for a rare long header gives its storage
+  // back, so a connection does not keep the largest head it ever saw.
+  static void recycle(std::string& s) {
+    if (s.capacity() > kMaxReusedCapacity) std::string().swap(s);
+    else s.clear();
   }
 
   int on_header_complete() {
     // Each line costs its separators too, so many empty headers still hit the byte limit.
     header_bytes += 4;
-    if (head.headers.size() >= limits.max_headers) {
-      error = "response has more than " + std::to_string(limits.max_headers) + " headers";
-      return HPE_USER;
-    }
-    // Built in place: a temporary Header moved into the vector copies both strings again.
-    auto& h = head.headers.emplace_back();
-    h.name = std::move(field);
-    h.value.assign(trim(value));
-    field.clear();
-    value.clear();
+    if (filled >= limits.max_headers) return too_many_headers();
+    trim_in_place(building_header().value);
+    building = false;
+    ++filled;
     return HPE_OK;
+  }
+
+  [[gnu::noinline, gnu::cold]] int too_many_headers() {
+    error = "response has more than " + std::to_string(limits.max_headers) + " headers";
+    return HPE_USER;
+  }
+
+  // Values usually arrive without surrounding blanks; only an untrimmed one is rewritten.
+  static void trim_in_place(std::string& s) {
+    std::string_view t = trim(s);
+    if (t.size() == s.size()) return;
+    size_t lead = static_cast<size_t>(t.data() - s.data());
+    s.erase(lead + t.size());
+    s.erase(0, lead);
   }
 
   // Return values (llhttp): 0 continue, 1 no body, 2 no body and stop as an upgrade.
   int on_headers_complete() {
+    // Slots left over from a longer earlier head are not this response's headers.
+    head.headers.erase(head.headers.begin() + static_cast<std::ptrdiff_t>(filled), head.headers.end());
     head.status = llhttp_get_status_code(&parser);
     // llhttp takes any 1-3 digit code and any version; relaying "HTTP/1.1 2" or an
     // HTTP/0.9 answer would hand the client something no HTTP/1.1 peer sends.
@@ -172,9 +214,12 @@ struct ResponseParser::Impl {
   ResponseLimits limits;
   llhttp_settings_t settings;
   llhttp_t parser;
+  // A reused header string keeps storage up to this size (most names and values fit).
+  static constexpr size_t kMaxReusedCapacity = 512;
+
   ResponseHead head;
-  std::string field;  // header name being assembled
-  std::string value;  // header value being assembled
+  size_t filled = 0;      // head.headers[0, filled) are complete headers of this response
+  bool building = false;  // head.headers[filled] holds a header still being assembled
   size_t header_bytes = 0;
   bool head_request = false;
   bool interim = false;   // the message being parsed is a 1xx we skip

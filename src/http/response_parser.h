@@ -58,6 +58,10 @@ class ResponseParser {
   class Sink {
    public:
     virtual ~Sink() = default;
+    // head belongs to the parser until the next response begins: the sink may change it or
+    // move from it (the proxy drops hop-by-hop headers in place). Header strings left in it
+    // are reused for the next response's headers, so that a keep-alive connection parses a
+    // typical head without allocating.
     virtual bool on_head(ResponseHead& head) = 0;
     virtual bool on_body(std::string_view data) = 0;
   };

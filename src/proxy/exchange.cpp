@@ -2,6 +2,8 @@
 
 #include <uv.h>
 
+#include <algorithm>
+#include <charconv>
 #include <typeinfo>
 
 #include "base/strings.h"
@@ -21,29 +23,61 @@ bool failover_status(int status) {
 }
 
 // Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
-// itself are dropped, in place: the rest stay where the parser put them, with no copy.
+// itself. Switched on the length first: most names have no candidate of their length.
 bool hop_only_response_header(std::string_view name, bool tunnel) {
-  if (iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "keep-alive") ||
-      iequals(name, "proxy-connection") || iequals(name, "te") || iequals(name, "trailer"))
-    return true;
-  return !tunnel && (iequals(name, "connection") || iequals(name, "upgrade"));
+  switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 7: return iequals(name, "trailer") || (!tunnel && iequals(name, "upgrade"));
+    case 10: return iequals(name, "keep-alive") || (!tunnel && iequals(name, "connection"));
+    case 14: return iequals(name, "content-length");
+    case 16: return iequals(name, "proxy-connection");
+    case 17: return iequals(name, "transfer-encoding");
+    default: return false;
+  }
 }
 
-void keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
+// Bit n is set when the comma-separated list has an item n bytes long (63 stands for longer
+// ones too). A header whose name length is not among them cannot be named in the list,
+// which spares searching the list for nearly every header.
+uint64_t item_lengths(std::string_view list) {
+  uint64_t bits = 0;
+  for (;;) {
+    size_t comma = list.find(',');
+    bits |= uint64_t{1} << std::min<size_t>(trim(list.substr(0, comma)).size(), 63);
+    if (comma == std::string_view::npos) return bits;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+// Moves the headers that go on to the client to the front, in order, and returns how many
+// there are. The dropped ones stay behind them, storage and all, for put_header to reuse.
+size_t keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
   // Fields named in Connection are hop-by-hop too. The names are read before anything
   // moves; the value is short ("keep-alive", "close"), so this copy is not an allocation.
   std::string named;
   if (!tunnel)
     for (const auto& h : headers)
       if (iequals(h.name, "connection")) named.append(named.empty() ? "" : ",").append(h.value);
+  const uint64_t named_lengths = named.empty() ? 0 : item_lengths(named);
   size_t kept = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
     const auto& name = headers[i].name;
-    if (hop_only_response_header(name, tunnel) || (!named.empty() && http::list_has_token(named, name))) continue;
+    if (hop_only_response_header(name, tunnel)) continue;
+    bool maybe_named = (named_lengths >> std::min<size_t>(name.size(), 63)) & 1;
+    if (maybe_named && http::list_has_token(named, name)) continue;
     if (kept != i) headers[kept] = std::move(headers[i]);
     ++kept;
   }
-  headers.resize(kept);
+  return kept;
+}
+
+// Sets headers[at], reusing the storage a dropped header left in that slot (at most one
+// past the end), and returns the index after it.
+size_t put_header(http::Headers& headers, size_t at, std::string_view name, std::string_view value) {
+  if (at == headers.size()) headers.emplace_back();
+  headers[at].name.assign(name);
+  headers[at].value.assign(value);
+  return at + 1;
 }
 
 // What the proxy keeps on a client connection between its requests.
@@ -296,13 +330,19 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   bool switching = tunnel_ && head.status == 101;
   usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
   http::Headers& headers = head.headers;
-  keep_end_to_end_headers(headers, switching);
+  // The headers keypool adds go into the slots of dropped ones: on a keep-alive upstream
+  // connection those strings already have room, so adding them allocates nothing.
+  size_t count = keep_end_to_end_headers(headers, switching);
   if (head.status == 429 && env_.app.storms.active(storm_scope(), env_.app.clock.now_ms())) {
     // A storm: the keys stay usable (short cooldowns), so the client may come back soon.
+    headers.resize(count);
     http::remove_header(headers, "retry-after");
-    headers.push_back({"Retry-After", "1"});
+    count = put_header(headers, headers.size(), "Retry-After", "1");
   }
-  headers.push_back({"X-Keypool-Key-Id", std::to_string(lease_->key_id)});
+  char key_id[24];
+  char* key_id_end = std::to_chars(key_id, key_id + sizeof key_id, lease_->key_id).ptr;
+  count = put_header(headers, count, "X-Keypool-Key-Id", std::string_view(key_id, static_cast<size_t>(key_id_end - key_id)));
+  headers.resize(count);
   if (switching) {
     sink_->send_head(101, headers, server::BodyMode::Raw, 0);
     return;

@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 #include "base/secret.h"
 #include "base/strings.h"
@@ -26,6 +28,33 @@ constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // pipelined input held before
 // its head is framed. An idle connection gives back more than kKeptOutCapacity.
 constexpr uint64_t kReserveBodyUpTo = 16 * 1024;
 constexpr size_t kKeptOutCapacity = 32 * 1024;
+
+// Writes a response head into output storage already sized for it. The size is counted
+// first so that each piece is a plain copy: a capacity-checked string append per piece
+// (four per header line) cost more than the copying itself.
+class HeadWriter {
+ public:
+  explicit HeadWriter(char* at) : at_(at) {}
+  void put(std::string_view piece) {
+    if (piece.empty()) return;  // an empty view may carry no pointer at all
+    std::memcpy(at_, piece.data(), piece.size());
+    at_ += piece.size();
+  }
+  const char* end() const { return at_; }
+
+ private:
+  char* at_;
+};
+
+// "Content-Length: <length>\r\n" in buf (room for 48 bytes), as a view of it.
+std::string_view content_length_line(char* buf, uint64_t length) {
+  constexpr std::string_view kName = "Content-Length: ";
+  std::memcpy(buf, kName.data(), kName.size());
+  char* end = std::to_chars(buf + kName.size(), buf + 46, length).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  return std::string_view(buf, static_cast<size_t>(end - buf));
+}
 
 struct WriteReq {
   uv_write_t req;
@@ -274,43 +303,24 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
   status_ = status;
   if (!request_done_ && request_has_body_ && mode != BodyMode::Raw)
     keep_alive_ = false;  // an unread body cannot be skipped safely: close after this
-  // Framed straight into the output buffer, which keeps its capacity from earlier
-  // responses on this connection: a small answer costs no allocation. Room for a small
-  // body too, so the send_body that follows does not grow it again.
-  std::string& out = out_;
-  size_t need = 64;
-  for (const auto& h : headers) need += h.name.size() + h.value.size() + 4;
-  if (mode == BodyMode::ContentLength && length <= kReserveBodyUpTo) need += length;
-  out.reserve(out.size() + need);
-  out += "HTTP/1.1 ";
+  // The lines keypool adds are chosen first, so the head's size is known before a byte of
+  // it is written (see HeadWriter).
   char code[8];
-  out.append(code, std::to_chars(code, code + sizeof code, status).ptr);
-  out += ' ';
-  out += reason_phrase(status);
-  out += "\r\n";
-  for (const auto& h : headers) {
-    out += h.name;
-    out += ": ";
-    out += h.value;
-    out += "\r\n";
-  }
+  std::string_view code_text(code, static_cast<size_t>(std::to_chars(code, code + sizeof code, status).ptr - code));
+  char length_line[48];
+  std::string_view framing;
   chunked_out_ = false;
   switch (mode) {
     case BodyMode::Empty:
-      if (status != 204 && status != 304 && status >= 200) out += "Content-Length: 0\r\n";
+      if (status != 204 && status != 304 && status >= 200) framing = "Content-Length: 0\r\n";
       break;
-    case BodyMode::ContentLength: {
-      char digits[24];
-      auto [end, ec] = std::to_chars(digits, digits + sizeof digits, length);
-      out += "Content-Length: ";
-      out.append(digits, end);
-      out += "\r\n";
+    case BodyMode::ContentLength:
+      framing = content_length_line(length_line, length);
       break;
-    }
     case BodyMode::Stream:
       if (head_request_) break;
       if (http_minor_ >= 1) {
-        out += "Transfer-Encoding: chunked\r\n";
+        framing = "Transfer-Encoding: chunked\r\n";
         chunked_out_ = true;
       } else {
         keep_alive_ = false;  // HTTP/1.0: the close marks the end
@@ -319,11 +329,37 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
     case BodyMode::Raw:
       break;
   }
+  std::string_view connection;
   if (mode != BodyMode::Raw) {
-    if (!keep_alive_) out += "Connection: close\r\n";
-    else if (http_minor_ == 0) out += "Connection: keep-alive\r\n";
+    if (!keep_alive_) connection = "Connection: close\r\n";
+    else if (http_minor_ == 0) connection = "Connection: keep-alive\r\n";
   }
-  out += "\r\n";
+  const std::string_view reason = reason_phrase(status);
+  size_t size = (sizeof "HTTP/1.1 " - 1) + code_text.size() + 1 + reason.size() + 2 + framing.size() +
+                connection.size() + 2;
+  for (const auto& h : headers) size += h.name.size() + h.value.size() + 4;
+  // Framed straight into the output buffer, which keeps its capacity from earlier
+  // responses on this connection: a small answer costs no allocation. Room for a small
+  // body too, so the send_body that follows does not grow it again.
+  const size_t at = out_.size();
+  out_.reserve(at + size + (mode == BodyMode::ContentLength && length <= kReserveBodyUpTo ? length : 0));
+  out_.resize(at + size);
+  HeadWriter w(out_.data() + at);
+  w.put("HTTP/1.1 ");
+  w.put(code_text);
+  w.put(" ");
+  w.put(reason);
+  w.put("\r\n");
+  for (const auto& h : headers) {
+    w.put(h.name);
+    w.put(": ");
+    w.put(h.value);
+    w.put("\r\n");
+  }
+  w.put(framing);
+  w.put(connection);
+  w.put("\r\n");
+  assert(w.end() == out_.data() + out_.size());  // the count above and the writes agree
   after_append();
   if (mode == BodyMode::Raw && status == 101) enter_tunnel();
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "http/response_parser.h"
 
@@ -182,4 +183,132 @@ TEST_CASE("response parser: a sink can stop parsing") {
   auto r = p.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
   CHECK(r.status == ParseStatus::Stopped);
   CHECK(rec.body.empty());
+}
+
+// ---- header slots reused across the responses of one connection ----------------------------
+
+namespace {
+
+// A typical nginx answer: what the proxy mostly sees.
+const std::string kNginxHead =
+    "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 28 Nov 2026 22:00:00 GMT\r\n"
+    "Content-Type: application/json\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n";
+
+keypool::http::Headers nginx_headers() {
+  return {{"Server", "nginx/1.22.1"},
+          {"Date", "Sat, 28 Nov 2026 22:00:00 GMT"},
+          {"Content-Type", "application/json"},
+          {"Content-Length", "5"},
+          {"Connection", "keep-alive"}};
+}
+
+bool same_headers(const keypool::http::Headers& a, const keypool::http::Headers& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name || a[i].value != b[i].value) return false;
+  return true;
+}
+
+// Does to the head what the proxy does: drops some headers in place, adds one of its own.
+struct Rewriter : ResponseParser::Sink {
+  std::vector<keypool::http::Headers> seen;
+  bool on_head(ResponseHead& h) override {
+    seen.push_back(h.headers);
+    h.headers.erase(h.headers.begin());
+    h.headers.push_back({"X-Keypool-Key-Id", "a value longer than the strings had"});
+    return true;
+  }
+  bool on_body(std::string_view) override { return true; }
+};
+
+}  // namespace
+
+TEST_CASE("response parser: a head split into two reads at any byte parses as in one") {
+  const std::string msg = kNginxHead + "hello";
+  for (size_t cut = 1; cut < msg.size(); ++cut) {
+    CAPTURE(cut);
+    Recorder rec;
+    ResponseParser p(&rec);
+    // The second response on the connection reuses the first one's header strings.
+    for (int round = 0; round < 2; ++round) {
+      p.reset(false);
+      rec.body.clear();
+      auto r = p.feed(msg.data(), cut);
+      REQUIRE(r.status == ParseStatus::NeedMore);
+      r = p.feed(msg.data() + cut, msg.size() - cut);
+      REQUIRE(r.status == ParseStatus::Complete);
+      CHECK(rec.head.reason == "OK");
+      CHECK(same_headers(rec.head.headers, nginx_headers()));
+      CHECK(rec.body == "hello");
+    }
+  }
+}
+
+TEST_CASE("response parser: a reused connection shows only the current response's headers") {
+  Rewriter rw;
+  ResponseParser p(&rw);
+  auto parse = [&](const std::string& msg) {
+    p.reset(false);
+    CHECK(p.feed(msg).status == ParseStatus::Complete);
+  };
+  parse(kNginxHead + "hello");
+  // Fewer headers than the slots left by the first response (and by the sink's edits).
+  parse("HTTP/1.1 204 No Content\r\nX-Only:  one \r\n\r\n");
+  // More headers than before, one of them empty, one padded, one long.
+  std::string long_value(2000, 'v');
+  parse("HTTP/1.1 200 OK\r\nA: 1\r\nB:\r\nC: \t padded \t\r\nD: " + long_value +
+        "\r\nE: 5\r\nF: 6\r\nG: 7\r\nContent-Length: 0\r\n\r\n");
+  // Back to short values in slots that held long ones.
+  parse(kNginxHead + "hello");
+  // An interim 1xx with its own headers, then the final head.
+  parse("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nLink: </b>\r\nLink: </c>\r\n\r\n" + kNginxHead + "hello");
+
+  REQUIRE(rw.seen.size() == 5);
+  CHECK(same_headers(rw.seen[0], nginx_headers()));
+  CHECK(same_headers(rw.seen[1], {{"X-Only", "one"}}));
+  CHECK(same_headers(rw.seen[2], {{"A", "1"},
+                                  {"B", ""},
+                                  {"C", "padded"},
+                                  {"D", long_value},
+                                  {"E", "5"},
+                                  {"F", "6"},
+                                  {"G", "7"},
+                                  {"Content-Length", "0"}}));
+  CHECK(same_headers(rw.seen[3], nginx_headers()));
+  CHECK(same_headers(rw.seen[4], nginx_headers()));
+}
+
+TEST_CASE("response parser: a sink may take the headers away") {
+  struct Taker : ResponseParser::Sink {
+    keypool::http::Headers taken;
+    bool on_head(ResponseHead& h) override {
+      taken = std::move(h.headers);
+      return true;
+    }
+    bool on_body(std::string_view) override { return true; }
+  } taker;
+  ResponseParser p(&taker);
+  CHECK(p.feed(kNginxHead + "hello").status == ParseStatus::Complete);
+  CHECK(same_headers(taker.taken, nginx_headers()));
+  p.reset(false);
+  CHECK(p.feed("HTTP/1.1 200 OK\r\nX-Next: 2\r\nContent-Length: 0\r\n\r\n").status == ParseStatus::Complete);
+  CHECK(same_headers(taker.taken, {{"X-Next", "2"}, {"Content-Length", "0"}}));
+}
+
+TEST_CASE("response parser: limits still hold when the header slots are reused") {
+  Recorder rec;
+  ResponseParser p(&rec, ResponseLimits{200, 3});
+  CHECK(p.feed("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nContent-Length: 0\r\n\r\n").status ==
+        ParseStatus::Error);
+  p.reset(false);
+  CHECK(p.feed("HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 0\r\n\r\n").status == ParseStatus::Complete);
+  CHECK(same_headers(rec.head.headers, {{"A", "1"}, {"Content-Length", "0"}}));
+  p.reset(false);
+  auto r = p.feed("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(r.error.find("more than 3 headers") != std::string::npos);
+  p.reset(false);
+  r = p.feed("HTTP/1.1 200 OK\r\nA: " + std::string(300, 'x') + "\r\n\r\n");
+  CHECK(r.status == ParseStatus::Error);
+  CHECK(r.error.find("200 bytes") != std::string::npos);
 }
