@@ -4,6 +4,7 @@
 #include <array>
 #include <cassert>
 #include <charconv>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -12,42 +13,93 @@
 namespace keypool::rewrite {
 namespace {
 
-// RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy Proxy-Connection that some clients
-// still send. They describe the downstream connection, not the request.
-constexpr std::array<std::string_view, 9> kHopByHop = {
-    "connection", "proxy-connection",    "keep-alive",        "te", "trailer", "transfer-encoding",
-    "upgrade",    "proxy-authorization", "proxy-authenticate"};
+// Writes the upstream head into storage sized beforehand by head_size_bound: each piece is
+// a plain copy, where a capacity-checked string append per piece (a dozen per header line)
+// cost more than the copying. It offers the few std::string members the writers below
+// use, so that they also serve the std::string callers (percent_encode, host_header).
+class HeadWriter {
+ public:
+  HeadWriter(char* begin, size_t capacity) : begin_(begin), at_(begin), end_(begin + capacity) {}
+  HeadWriter& append(std::string_view piece) {
+    assert(static_cast<size_t>(end_ - at_) >= piece.size());
+    if (!piece.empty()) std::memcpy(at_, piece.data(), piece.size());  // empty may mean null
+    at_ += piece.size();
+    return *this;
+  }
+  void push_back(char c) {
+    assert(at_ < end_);
+    *at_++ = c;
+  }
+  size_t size() const { return static_cast<size_t>(at_ - begin_); }
+  // Shrinking only: takes back what was written after a mark (the target's lone '?').
+  void resize(size_t n) {
+    assert(n <= size());
+    at_ = begin_ + n;
+  }
 
-// Where a caller may put its team token. The upstream must never see it: it is keypool's
-// secret, and the service would reject it anyway.
-constexpr std::array<std::string_view, 4> kCredentialHeaders = {"authorization", "x-api-key",
-                                                                "xi-api-key", "api-key"};
+ private:
+  char* begin_;
+  char* at_;
+  char* end_;
+};
 
-// Host is rebuilt for the upstream origin; Content-Length is re-added from the framing the
-// proxy chose. Expect is dropped because the downstream server answers "100 Continue" itself
-// and the body is streamed to the upstream as it arrives.
-constexpr std::array<std::string_view, 3> kRebuilt = {"host", "content-length", "expect"};
-
-constexpr std::string_view kControlPrefix = "x-keypool-";
-
-bool in_list(std::string_view name, const auto& list) {
-  return std::any_of(list.begin(), list.end(),
-                     [&](std::string_view listed) { return iequals(listed, name); });
-}
-
-bool istarts_with(std::string_view name, std::string_view prefix) {
-  return name.size() >= prefix.size() && iequals(name.substr(0, prefix.size()), prefix);
-}
-
-// Whether a client header belongs to the downstream hop or identifies the caller. Compared
-// case-insensitively in place: this runs for every client header of every request.
-bool stays_downstream(std::string_view name, const http::Headers& client, bool upgrade) {
-  if (upgrade && iequals(name, "upgrade")) return false;
-  if (in_list(name, kHopByHop) || in_list(name, kCredentialHeaders) || in_list(name, kRebuilt) ||
-      istarts_with(name, kControlPrefix))
+// Whether a client header belongs to the downstream hop or identifies the caller:
+// - RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy Proxy-Connection that some clients
+//   still send. They describe the downstream connection, not the request.
+// - Where a caller may put its team token. The upstream must never see it: it is keypool's
+//   secret, and the service would reject it anyway.
+// - Host is rebuilt for the upstream origin; Content-Length is re-added from the framing the
+//   proxy chose. Expect is dropped because the downstream server answers "100 Continue"
+//   itself and the body is streamed to the upstream as it arrives.
+// - keypool's own control headers (X-Keypool-*).
+// Switched on the length first: this runs for every client header of every request, and
+// most names have no candidate of their length.
+bool fixed_downstream_name(std::string_view name) {
+  constexpr std::string_view kControlPrefix = "x-keypool-";
+  if (name.size() >= kControlPrefix.size() && iequals(name.substr(0, kControlPrefix.size()), kControlPrefix))
     return true;
-  // Every field the client named in Connection is hop-by-hop too (RFC 9110 §7.6.1).
-  return http::header_has_token(client, "connection", name);
+  switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 4: return iequals(name, "host");
+    case 6: return iequals(name, "expect");
+    case 7: return iequals(name, "trailer") || iequals(name, "api-key") || iequals(name, "upgrade");
+    case 9: return iequals(name, "x-api-key");
+    case 10: return iequals(name, "connection") || iequals(name, "keep-alive") || iequals(name, "xi-api-key");
+    case 13: return iequals(name, "authorization");
+    case 14: return iequals(name, "content-length");
+    case 16: return iequals(name, "proxy-connection");
+    case 17: return iequals(name, "transfer-encoding");
+    case 18: return iequals(name, "proxy-authenticate");
+    case 19: return iequals(name, "proxy-authorization");
+    default: return false;
+  }
+}
+
+// The items of the client's Connection fields (RFC 9110 §7.6.1: every field named there
+// is hop-by-hop too), read once per request: a view of the one field clients send, joined
+// into `storage` only when there are several.
+std::string_view connection_items(const http::Headers& client, std::string& storage) {
+  std::string_view items;
+  bool joined = false;
+  for (const auto& h : client) {
+    if (!iequals(h.name, "connection")) continue;
+    if (items.empty() && !joined) {
+      items = h.value;
+      continue;
+    }
+    if (!joined) storage.assign(items);
+    joined = true;
+    storage.append(",").append(h.value);
+    items = storage;
+  }
+  return items;
+}
+
+bool stays_downstream(std::string_view name, std::string_view connection_list, bool upgrade) {
+  // A WebSocket handshake needs its Upgrade upstream, even though Connection names it.
+  if (upgrade && iequals(name, "upgrade")) return false;
+  return fixed_downstream_name(name) ||
+         (!connection_list.empty() && http::list_has_token(connection_list, name));
 }
 
 bool is_fixed(std::string_view name, const config::ServiceDef& svc) {
@@ -93,7 +145,7 @@ bool param_named(std::string_view param, std::string_view want) {
 
 // The client's query without its own credential parameters, every other byte and the order
 // kept.
-void append_filtered_query(std::string& out, std::string_view query, std::string_view auth_param) {
+void append_filtered_query(HeadWriter& out, std::string_view query, std::string_view auth_param) {
   if (query.empty()) return;
   bool first = true;
   for (;;) {
@@ -134,7 +186,8 @@ std::optional<AuthHeader> auth_header(config::AuthScheme scheme) {
 }
 
 // RFC 3986 unreserved characters pass; every other byte becomes %XX in the given digits.
-void encode_to(std::string& out, std::string_view s, const char* hex) {
+template <class Out>
+void encode_to(Out& out, std::string_view s, const char* hex) {
   for (unsigned char c : s) {
     bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                       c == '-' || c == '.' || c == '_' || c == '~';
@@ -157,7 +210,7 @@ std::string encode_with(std::string_view s, const char* hex) {
 
 constexpr const char* kUpperHex = "0123456789ABCDEF";
 
-void append_target(std::string& out, const config::ServiceDef& svc, std::string_view rest,
+void append_target(HeadWriter& out, const config::ServiceDef& svc, std::string_view rest,
                    std::string_view query, std::string_view key_value) {
   out.append(svc.base_path).append(rest.empty() ? std::string_view("/") : rest);
   // The '?' goes in first and comes out again when no query follows it.
@@ -197,13 +250,14 @@ bool is_safe_value(std::string_view value) {
 
 // "name: value\r\n", the value written in two parts (the auth prefix and the key) so that
 // neither is joined into a temporary.
-void append_header(std::string& out, std::string_view name, std::string_view value,
+void append_header(HeadWriter& out, std::string_view name, std::string_view value,
                    std::string_view value_rest = {}) {
   if (!is_safe_name(name) || !is_safe_value(value) || !is_safe_value(value_rest)) return;
   out.append(name).append(": ").append(value).append(value_rest).append("\r\n");
 }
 
-void append_host(std::string& out, const config::ServiceDef& svc) {
+template <class Out>
+void append_host(Out& out, const config::ServiceDef& svc) {
   bool v6 = svc.host.find(':') != std::string::npos;
   if (v6) out.push_back('[');
   out.append(svc.host);
@@ -213,11 +267,11 @@ void append_host(std::string& out, const config::ServiceDef& svc) {
     char digits[8];
     auto end = std::to_chars(digits, digits + sizeof digits, svc.port).ptr;
     out.push_back(':');
-    out.append(digits, end);
+    out.append(std::string_view(digits, static_cast<size_t>(end - digits)));
   }
 }
 
-void append_headers(std::string& out, const config::ServiceDef& svc, const ClientRequest& req,
+void append_headers(HeadWriter& out, const config::ServiceDef& svc, const ClientRequest& req,
                     std::string_view key_value) {
   // Fixed service headers win over the Host written here and over whatever the client sent
   // under the same name.
@@ -226,8 +280,10 @@ void append_headers(std::string& out, const config::ServiceDef& svc, const Clien
     append_host(out, svc);
     out.append("\r\n");
   }
+  std::string joined;
+  const std::string_view connection_list = connection_items(req.headers, joined);
   for (const auto& h : req.headers)
-    if (!stays_downstream(h.name, req.headers, req.upgrade) && !is_fixed(h.name, svc))
+    if (!stays_downstream(h.name, connection_list, req.upgrade) && !is_fixed(h.name, svc))
       append_header(out, h.name, h.value);
   auto auth = auth_header(svc.auth_scheme);
   for (const auto& f : svc.headers)
@@ -237,14 +293,14 @@ void append_headers(std::string& out, const config::ServiceDef& svc, const Clien
   if (auth) append_header(out, auth->name, auth->prefix, key_value);
 }
 
-void append_framing(std::string& out, BodyFraming framing, uint64_t content_length) {
+void append_framing(HeadWriter& out, BodyFraming framing, uint64_t content_length) {
   switch (framing) {
     case BodyFraming::None:
       break;
     case BodyFraming::ContentLength: {
       char digits[24];
       auto end = std::to_chars(digits, digits + sizeof digits, content_length).ptr;
-      out.append("Content-Length: ").append(digits, end).append("\r\n");
+      out.append("Content-Length: ").append(std::string_view(digits, static_cast<size_t>(end - digits))).append("\r\n");
       break;
     }
     case BodyFraming::Chunked:
@@ -286,17 +342,18 @@ std::string host_header(const config::ServiceDef& svc) {
 
 std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& req,
                           std::string_view key_value) {
-  std::string out;
-  const size_t bound = head_size_bound(svc, req, key_value);
-  out.reserve(bound);
+  // Sized once and shrunk at the end, never grown: a reallocation would leave an unwiped
+  // copy of the key behind.
+  std::string head(head_size_bound(svc, req, key_value), '\0');
+  HeadWriter out(head.data(), head.size());
   out.append(req.method).push_back(' ');
   append_target(out, svc, req.rest, req.query, key_value);
   out.append(" HTTP/1.1\r\n");
   append_headers(out, svc, req, key_value);
   append_framing(out, req.framing, req.content_length);
   out.append("\r\n");
-  assert(out.size() <= bound);  // no reallocation: no unwiped copy of the key left behind
-  return out;
+  head.resize(out.size());
+  return head;
 }
 
 size_t mask_secret(std::string& text, std::string_view secret) {
