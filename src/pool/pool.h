@@ -5,13 +5,17 @@
 // (ratelimit::SlidingLog). When nothing is usable it says precisely when to retry.
 //
 // All worker threads share one Pool. One mutex guards everything; critical sections are a
-// scan over the keys and some bookkeeping, never I/O. The pool does not load or store keys,
-// decrypt values or talk upstream: the store feeds it, the proxy and admin lease from it.
+// scan over one group's keys and some bookkeeping, never I/O. Per round-robin group the
+// pool caches what the scan needs (the group's keys, their rpm and windows), so a lease
+// looks nothing up by name per key; configuration changes invalidate the caches. The pool
+// does not load or store keys, decrypt values or talk upstream: the store feeds it, the
+// proxy and admin lease from it.
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -51,6 +55,18 @@ struct Lease {
   std::string feature;
 };
 
+// What lease() reads: borrowed views, so the proxy can ask for a key per request without
+// copying names. Everything viewed must stay alive for the lease() call only.
+struct QueryView {
+  std::string_view feature;
+  std::optional<std::string_view> tier;
+  std::optional<std::string_view> service;
+  int64_t fallback_rpm = 0;
+  std::span<const int64_t> exclude;
+  std::string_view affinity;
+};
+
+// The owning form, for callers that keep a query around (admin GET /key retries later).
 struct Query {
   std::string feature;                  // required
   std::optional<std::string> tier;      // only keys of this tier (team token); nullopt = any tier covering the feature (admin GET /key)
@@ -58,6 +74,13 @@ struct Query {
   int64_t fallback_rpm = 0;             // budget when the tier does not list the feature (service default); 0 = tier must list it
   std::vector<int64_t> exclude;         // keys already tried by this request (failover)
   std::string affinity;                 // X-Keypool-Session: prefer the key last used with this value while it has budget
+
+  QueryView view() const {
+    QueryView v{feature, std::nullopt, std::nullopt, fallback_rpm, exclude, affinity};
+    if (tier) v.tier = *tier;
+    if (service) v.service = *service;
+    return v;
+  }
 };
 
 enum class KeyState { Active, Disabled, Cooling, Expired };
@@ -108,7 +131,8 @@ class Pool {
   // feature and fallback_rpm == 0; Unavailable when no key matches the filters, or when every
   // match is disabled, expired or excluded (nothing will free up by waiting); RateLimited
   // with retry_after_s (>= 1) = ceil(seconds until the earliest match frees up) otherwise.
-  Result<Lease> lease(const Query& q);
+  Result<Lease> lease(const QueryView& q);
+  Result<Lease> lease(const Query& q) { return lease(q.view()); }
   void release(const Lease& l);  // frees the in-flight slot (not the window grant)
   void refund(const Lease& l);   // never used upstream: release() and return the grant too
 
@@ -135,28 +159,88 @@ class Pool {
     std::shared_ptr<const Secret> value;
     int64_t cooling_until_ms = 0;
     int64_t inflight = 0;  // leases holding a concurrency slot
-    // feature -> window, created at the first lease of that feature.
-    std::map<std::string, ratelimit::SlidingLog> windows;
+    // feature -> window, created at the first lease of that feature. Map nodes never move,
+    // so groups may point at a window for as long as its key exists.
+    std::map<std::string, ratelimit::SlidingLog, std::less<>> windows;
+  };
+
+  // A key as one group sees it: what lease() would otherwise look up by name per key.
+  struct Member {
+    int64_t id;
+    KeyEntry* key;                  // valid while the group's build is current
+    int64_t tier_rpm;               // the key's tier's rpm for the feature; 0 = not listed
+    ratelimit::SlidingLog* window;  // the key's window for the feature; null until it has one
+  };
+
+  // A round-robin group's name: (tier, feature, service) as the query gives them; nullopt
+  // is "any".
+  struct GroupName {
+    std::optional<std::string> tier;
+    std::string feature;
+    std::optional<std::string> service;
+  };
+  // The same, borrowed from a query: the lookup builds no strings.
+  struct GroupRef {
+    std::optional<std::string_view> tier;
+    std::string_view feature;
+    std::optional<std::string_view> service;
+    GroupRef(std::optional<std::string_view> t, std::string_view f, std::optional<std::string_view> s)
+        : tier(t), feature(f), service(s) {}
+    GroupRef(const GroupName& n)  // implicit: the map compares stored names with borrowed ones
+        : tier(n.tier), feature(n.feature), service(n.service) {}
+    bool operator==(const GroupRef&) const = default;
+    GroupName owned() const {
+      return {tier ? std::optional<std::string>(*tier) : std::nullopt, std::string(feature),
+              service ? std::optional<std::string>(*service) : std::nullopt};
+    }
+  };
+  struct GroupHash {
+    using is_transparent = void;
+    size_t operator()(const GroupRef& g) const;
+  };
+  struct GroupEq {
+    using is_transparent = void;
+    bool operator()(const GroupRef& a, const GroupRef& b) const { return a == b; }
+    // The lookup's case, spelled out so no optionals are built per compare.
+    bool operator()(const GroupRef& a, const GroupName& b) const {
+      return a.feature == b.feature && a.tier.has_value() == b.tier.has_value() &&
+             a.service.has_value() == b.service.has_value() && (!a.tier || *a.tier == *b.tier) &&
+             (!a.service || *a.service == *b.service);
+    }
+  };
+  struct Group {
+    // The round-robin cursor: the id of the last key granted. An id, not an index, so adding
+    // or removing keys never skips or repeats one. Survives rebuilds.
+    std::optional<int64_t> last_id;
+    // Derived from the configuration; valid while built_at == config_gen_.
+    uint64_t built_at = 0;
+    bool tier_covers = false;     // the query's tier (or any tier) lists the feature
+    std::vector<Member> members;  // keys passing the tier and service filters, in id order
+    size_t next = 0;              // members index just after last_id
   };
 
   // Everything below runs with mu_ held.
-  bool covered(const Query& q) const;
-  int64_t budget(const KeyEntry& k, const Query& q) const;
-  bool excluded(const Query& q, int64_t id) const;
-  static int64_t wait_ms(KeyEntry& k, const std::string& feature, int64_t limit, int64_t now);
-  Lease grant(KeyEntry& k, const Query& q, int64_t limit, int64_t now);
-  std::optional<Lease> try_affinity(const Query& q, int64_t now);
+  void config_changed() { ++config_gen_; }
+  Group* group_for(const QueryView& q);
+  void build(Group& g, const QueryView& q);
+  bool tier_covers(const QueryView& q) const;
+  int64_t tier_rpm(const KeyEntry& k, const std::string& feature) const;
+  static int64_t limit_of(const Member& m, const QueryView& q);
+  static bool excluded(const QueryView& q, int64_t id);
+  static int64_t try_take(Member& m, std::string_view feature, int64_t limit, int64_t now);
+  static Lease make_lease(Member& m, std::string_view feature);
+  std::optional<Lease> try_affinity(Group& g, const QueryView& q, int64_t now);
   KeyStatus describe(const KeyEntry& k, int64_t now) const;
   void give_back_slot(const Lease& l);
 
   const Clock& clock_;
   mutable std::mutex mu_;
-  std::map<std::string, TierPolicy> tiers_;
+  std::map<std::string, TierPolicy, std::less<>> tiers_;
   std::map<int64_t, KeyEntry> keys_;  // id order is the round-robin order
-  // Round-robin cursor per (tier or *, feature, service or *): id of the last key granted.
-  // Stored as an id, not an index, so adding or removing keys never skips or repeats one.
-  std::unordered_map<std::string, int64_t> cursors_;
-  std::string group_buf_;  // lease()'s scratch for the cursor key
+  // Bumped by every change to tiers or key metadata; groups rebuild when it moved. Starts
+  // at 1 so a new group (built_at 0) is always built.
+  uint64_t config_gen_ = 1;
+  std::unordered_map<GroupName, Group, GroupHash, GroupEq> groups_;
   AffinityMap affinity_;
 };
 

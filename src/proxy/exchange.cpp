@@ -170,19 +170,21 @@ bool ProxyExchange::authenticate() {
   return true;
 }
 
-pool::Query ProxyExchange::pool_query() const {
-  pool::Query q;
+// Borrows, copies nothing: the service (services_), token, tried_ and request head all
+// outlive the lease() call each view is made for.
+pool::QueryView ProxyExchange::pool_query() const {
+  pool::QueryView q;
   q.feature = svc_->feature;
   q.tier = token_->tier;
   q.service = svc_->name;
   q.fallback_rpm = svc_->rate_limit_rpm;
   q.exclude = tried_;
-  if (auto s = http::find_header(head_.headers, "x-keypool-session")) q.affinity = std::string(*s);
+  if (auto s = http::find_header(head_.headers, "x-keypool-session")) q.affinity = *s;
   return q;
 }
 
-void ProxyExchange::take_lease(pool::Lease lease) {
-  lease_ = std::move(lease);
+void ProxyExchange::take_lease(pool::Lease&& lease) {
+  lease_.emplace(std::move(lease));  // one move: lease_ is empty here (released or never set)
   tried_.push_back(lease_->key_id);
   if (sink_) sink_->note_key(lease_->key_id);
 }

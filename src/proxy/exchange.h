@@ -63,8 +63,8 @@ class ProxyExchange final : public server::RequestHandler,
   bool authenticate();
   enum class LeaseOutcome { Leased, Waiting, Answered };
   LeaseOutcome lease_key();
-  pool::Query pool_query() const;
-  void take_lease(pool::Lease lease);
+  pool::QueryView pool_query() const;
+  void take_lease(pool::Lease&& lease);
   void acquire_and_start();
   void start_attempt();
   bool try_failover(const std::string& why);

@@ -390,3 +390,139 @@ TEST_CASE("pool: threads never over-grant") {
   CHECK(total.load() == 150);
   for (auto [id, n] : per_key) CHECK(n == 50);
 }
+
+// lease() keeps per-group caches of each key's rpm, filters and window (see pool.cpp); every
+// configuration change must show at the very next lease.
+TEST_CASE("pool: a tier's new rpm applies at the next lease") {
+  Fixture f(1, 1);
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::RateLimited);
+  f.pool.upsert_tier(TierPolicy{"pro", {{"chat", 2}}, 0});
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::RateLimited);
+  f.pool.set_tiers({TierPolicy{"pro", {{"chat", 3}}, 0}});
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::RateLimited);
+}
+
+TEST_CASE("pool: tier changes decide coverage at the next lease") {
+  Fixture f(5, 2);
+  Query any = chat(std::nullopt);
+  CHECK(f.next(any) == 1);
+  CHECK(f.next(chat()) == 1);
+  // Dropping the feature from the tier: NotFound for both the tier's and the any-tier group.
+  f.pool.upsert_tier(TierPolicy{"pro", {{"images", 5}}, 0});
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::NotFound);
+  CHECK(f.pool.lease(any).error().code == ErrorCode::NotFound);
+  // A fallback budget still serves it, with the fallback's rpm.
+  Query fb = chat();
+  fb.fallback_rpm = 2;
+  CHECK(f.next(fb) == 2);  // the cursor survived the rebuild
+  CHECK(f.next(fb) == 2);  // key 1 already holds two chat grants: spent at rpm 2
+  CHECK(f.pool.lease(fb).error().code == ErrorCode::RateLimited);
+  // The feature comes back; the keys' windows kept their history.
+  f.pool.set_tiers({TierPolicy{"pro", {{"chat", 3}}, 0}});
+  CHECK(f.next(chat()) == 1);
+  CHECK(f.next(chat()) == 2);
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::RateLimited);
+  f.pool.remove_tier("pro");
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::NotFound);
+  CHECK(f.pool.lease(any).error().code == ErrorCode::NotFound);
+}
+
+TEST_CASE("pool: key changes apply at the next lease") {
+  ManualClock clock;
+  Pool pool(clock);
+  pool.set_tiers({TierPolicy{"pro", {{"chat", 100}}, 0}, TierPolicy{"free", {{"chat", 100}}, 0}});
+  for (int i = 1; i <= 3; ++i) pool.upsert_key(key(i), Secret("sk"));
+  Query pro = chat("pro");
+  pro.service = "openai";
+  Query free = chat("free");
+  free.service = "openai";
+  CHECK(pool.lease(pro)->key_id == 1);
+  CHECK(pool.lease(free).error().code == ErrorCode::Unavailable);
+
+  // update_key: key 2 moves to tier "free", then key 3 to another service.
+  pool.update_key(key(2, "free"));
+  CHECK(pool.lease(pro)->key_id == 3);
+  CHECK(pool.lease(free)->key_id == 2);
+  pool.update_key(key(3, "pro", "groq"));
+  CHECK(pool.lease(pro)->key_id == 1);
+  CHECK(pool.lease(pro)->key_id == 1);
+
+  // upsert_key: a new key joins the group, and an existing one can be moved back.
+  pool.upsert_key(key(4), Secret("sk"));
+  CHECK(pool.lease(pro)->key_id == 4);
+  pool.upsert_key(key(3), Secret("sk"));
+  CHECK(pool.lease(pro)->key_id == 1);
+  CHECK(pool.lease(pro)->key_id == 3);
+
+  // remove_key: never handed out again, and the rotation carries on from the next id.
+  pool.remove_key(4);
+  CHECK(pool.lease(pro)->key_id == 1);
+  pool.remove_key(1);
+  CHECK(pool.lease(pro)->key_id == 3);
+  CHECK(pool.lease(pro)->key_id == 3);
+  pool.remove_key(3);
+  CHECK(pool.lease(pro).error().code == ErrorCode::Unavailable);
+  CHECK(pool.lease(free)->key_id == 2);
+}
+
+TEST_CASE("pool: groups share each key's window") {
+  Fixture f(2, 1);
+  // Builds the tier group while key 1 has no window yet.
+  Query tried = chat();
+  tried.exclude = {1};
+  CHECK(f.pool.lease(tried).error().code == ErrorCode::Unavailable);
+  // The any-tier group opens the window and spends it...
+  CHECK(f.next(chat(std::nullopt)) == 1);
+  CHECK(f.next(chat(std::nullopt)) == 1);
+  // ...and the tier group sees that, as does a group filtering by service.
+  CHECK(f.pool.lease(chat()).error().code == ErrorCode::RateLimited);
+  Query svc = chat();
+  svc.service = "openai";
+  CHECK(f.pool.lease(svc).error().code == ErrorCode::RateLimited);
+  CHECK(f.pool.status(1)->usage[0].used == 2);
+}
+
+TEST_CASE("pool: affinity follows key changes") {
+  Fixture f(100, 2);
+  Query q = chat();
+  q.affinity = "s";
+  CHECK(f.next(q) == 1);
+  f.pool.update_key(key(1, "free"));  // no longer in the query's tier
+  CHECK(f.next(q) == 2);
+  CHECK(f.next(q) == 2);
+}
+
+TEST_CASE("pool: leases stay exact while the configuration changes") {
+  Fixture f(50, 3);
+  std::atomic<bool> stop{false};
+  std::atomic<int> total{0};
+  // Churns keys 10..19 (never leasable: another service) and rewrites the tier.
+  std::thread admin([&] {
+    for (int i = 0; !stop; ++i) {
+      const int64_t id = 10 + i % 10;
+      if (i % 3 == 0) f.pool.upsert_key(key(id, "pro", "other"), Secret("x"));
+      else if (i % 3 == 1) f.pool.update_key(key(id, "free", "other"));
+      else f.pool.remove_key(id);
+      if (i % 7 == 0) f.pool.set_tiers({TierPolicy{"pro", {{"chat", 50}}, 0}});
+    }
+  });
+  auto worker = [&] {
+    Query q = chat();
+    q.service = "openai";
+    for (int i = 0; i < 1000; ++i) {
+      auto l = f.pool.lease(q);
+      if (!l.ok()) continue;
+      ++total;
+      f.pool.release(*l);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  stop = true;
+  admin.join();
+  CHECK(total.load() == 150);
+}
