@@ -38,10 +38,21 @@ struct RequestParser::Impl {
   // Counts request-line and header bytes against the limit; 431 past it.
   int count(size_t n) {
     head_bytes += n;
-    if (head_bytes > limits.max_header_bytes)
-      return fail(431, "headers_too_large", "request header section exceeds " +
-                                                std::to_string(limits.max_header_bytes) + " bytes");
+    if (head_bytes > limits.max_header_bytes) return head_too_large();
     return 0;
+  }
+  // The refusals that build a message are kept out of line: inline, their string building
+  // made every call of the callbacks around them (several per header) save and restore
+  // registers for a path that almost never runs.
+  [[gnu::cold, gnu::noinline]] int head_too_large() {
+    return fail(431, "headers_too_large",
+                "request header section exceeds " + std::to_string(limits.max_header_bytes) + " bytes");
+  }
+  [[gnu::cold, gnu::noinline]] int too_many_headers() {
+    return fail(431, "too_many_headers", "more than " + std::to_string(limits.max_header_count) + " header fields");
+  }
+  [[gnu::cold, gnu::noinline]] int target_too_long() {
+    return fail(414, "uri_too_long", "request target exceeds " + std::to_string(limits.max_url_bytes) + " bytes");
   }
 
   int commit_header() {
@@ -49,9 +60,7 @@ struct RequestParser::Impl {
     // ": " and CRLF, once per header: llhttp may call on_header_field several times for
     // one name split across reads, which must not change what counts.
     if (int rc = count(4)) return rc;
-    if (head.headers.size() >= limits.max_header_count)
-      return fail(431, "too_many_headers",
-                  "more than " + std::to_string(limits.max_header_count) + " header fields");
+    if (head.headers.size() >= limits.max_header_count) return too_many_headers();
     // Built in place: a temporary Header moved into the vector copies both strings again.
     auto& h = head.headers.emplace_back();
     h.name = std::move(field);
@@ -81,9 +90,7 @@ struct RequestParser::Impl {
   static int on_url(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
     s->head.target.append(at, len);
-    if (s->head.target.size() > s->limits.max_url_bytes)
-      return s->fail(414, "uri_too_long",
-                     "request target exceeds " + std::to_string(s->limits.max_url_bytes) + " bytes");
+    if (s->head.target.size() > s->limits.max_url_bytes) return s->target_too_long();
     return s->count(len);
   }
   static int on_method(llhttp_t* p, const char* at, size_t len) {
@@ -148,6 +155,18 @@ struct RequestParser::Impl {
   }
 };
 
+namespace {
+
+// NUL, CR or LF anywhere in s. Without an early exit, so the compiler can vectorise it:
+// every value is scanned whole in the usual case anyway.
+bool has_line_control(std::string_view s) {
+  unsigned char found = 0;
+  for (unsigned char c : s) found |= (c == '\0') | (c == '\r') | (c == '\n');
+  return found != 0;
+}
+
+}  // namespace
+
 // The framing rules RFC 9112 §6 leaves to the recipient, applied strictly: a proxy that
 // guesses differently from the upstream is how request smuggling happens.
 int RequestParser::Impl::check_framing() {
@@ -158,8 +177,7 @@ int RequestParser::Impl::check_framing() {
   std::string_view cl_value, te_value;
   for (const auto& h : head.headers) {
     if (h.name.empty()) return fail(400, "bad_header", "empty header name");
-    for (char c : h.value)
-      if (c == '\0' || c == '\r' || c == '\n') return fail(400, "bad_header", "control character in header value");
+    if (has_line_control(h.value)) return fail(400, "bad_header", "control character in header value");
     if (iequals(h.name, "content-length")) {
       if (cl++ == 0) cl_value = h.value;
     } else if (iequals(h.name, "transfer-encoding")) {
