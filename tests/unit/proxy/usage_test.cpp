@@ -370,6 +370,26 @@ TEST_CASE("usage: strings of every length around the 16-byte scan") {
   }
 }
 
+TEST_CASE("usage: a skipped container is judged the same whatever falls at a 16-byte block edge") {
+  // A skipped container goes 16 bytes at a time from its opening bracket; the padding moves
+  // its strings, brackets and backslash runs across the block edges.
+  for (size_t n = 0; n <= 40; ++n) {
+    CAPTURE(n);
+    const std::string pad(n, ' ');
+    // Brackets inside strings do not count; an even run of backslashes ends a string, an
+    // escaped quote does not.
+    check_usage(run("application/json", {usage_body("\"c\":[" + pad + R"("]}[\\\\",{"d":"\"]"},"x"],)")}), 6, 7);
+    // A string that runs on over several blocks, with escaped quotes in it.
+    check_usage(run("application/json",
+                    {usage_body("\"c\":[" + pad + "\"" + std::string(40, 'y') + R"(\"}\")" + "\"],")}),
+                6, 7);
+    // An odd run escapes the quote: the string runs on and swallows the closing bracket.
+    CHECK_FALSE(run("application/json", {usage_body("\"c\":[" + pad + R"("]\\\"],)")}).found);
+    // A closer of the wrong kind, outside strings.
+    CHECK_FALSE(run("application/json", {usage_body("\"c\":[" + pad + R"("]",{"d":[1}}],)")}).found);
+  }
+}
+
 TEST_CASE("usage: brackets are matched by kind at any depth, past the 64 kept in a word") {
   for (size_t depth : {1, 2, 63, 64, 65, 127, 128, 129, 200, 1000}) {
     CAPTURE(depth);
