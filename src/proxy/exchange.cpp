@@ -185,7 +185,6 @@ pool::QueryView ProxyExchange::pool_query() const {
 
 void ProxyExchange::take_lease(pool::Lease&& lease) {
   lease_.emplace(std::move(lease));  // one move: lease_ is empty here (released or never set)
-  tried_.push_back(lease_->key_id);
   if (sink_) sink_->note_key(lease_->key_id);
 }
 
@@ -493,6 +492,9 @@ bool ProxyExchange::try_failover(const std::string& why) {
   if (app.storms.active(storm_scope(), app.clock.now_ms())) return false;
   // Take the next key before giving up this attempt: with no other key left, the client
   // gets this attempt's own answer (the upstream's response, or a 502/504), not a 503.
+  // The keys tried are noted here rather than at each lease: only a failover asks for
+  // another key while one is held, and most requests never fail over (no allocation).
+  if (lease_) tried_.push_back(lease_->key_id);
   auto next = app.pool.lease(pool_query());
   if (!next) return false;
   int64_t from = lease_ ? lease_->key_id : 0;

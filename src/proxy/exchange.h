@@ -87,7 +87,7 @@ class ProxyExchange final : public server::RequestHandler,
   const config::ServiceDef* svc_ = nullptr;  // points into services_
   std::shared_ptr<const auth::TokenInfo> token_;  // set once authenticated
   std::optional<pool::Lease> lease_;
-  std::vector<int64_t> tried_;
+  std::vector<int64_t> tried_;  // keys given up by failovers: the pool skips them
   int attempts_ = 0;
   int64_t wait_deadline_ms_ = 0;  // max_wait_ms: until when a spent pool is waited out
   std::string storm_scope_;       // see storm_scope()
