@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "base/clock.h"
 #include "server/connection.h"
 #include "telemetry/log.h"
 
@@ -88,9 +89,13 @@ void Worker::run(int listen_fd) {
   uv_check_start(&check_, &Worker::on_check);
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
+  // The app's clock answers from this loop's time on this thread (see LoopWallClock).
+  LoopWallClock wall_clock(&loop_);
+  LoopWallClock::installed() = &wall_clock;
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Anything closed during the last iteration still needs its close callbacks run.
   uv_run(&loop_, UV_RUN_DEFAULT);
+  LoopWallClock::installed() = nullptr;
 }
 
 void Worker::on_connection(uv_stream_t* server, int status) {
