@@ -64,7 +64,16 @@ size_t SlidingLog::first_after(int64_t bound) const {
   // The ends settle the common cases: nothing expired, or nothing recorded after a step back.
   if (size_ == 0 || run(0).t > bound) return 0;
   if (run(size_ - 1).t <= bound) return size_;
-  size_t lo = 1, hi = size_ - 1;
+  // Galloping from the front: at a steady rate, each grant sees a run or two expire, so
+  // the answer is near the start. A busy key's log holds a run per millisecond (60,000 of
+  // them, about a megabyte), and a plain binary search touched a cold cache line at each
+  // of its 16 steps on every lease; this touches one or two.
+  size_t lo = 1, hi = 1;
+  for (size_t step = 1; hi < size_ - 1 && run(hi).t <= bound; step *= 2) {
+    lo = hi + 1;
+    hi = std::min(size_ - 1, hi + step);
+  }
+  // The answer is in [lo, hi]: run(hi) is after the bound (or hi is the last run, which is).
   while (lo < hi) {
     const size_t mid = lo + (hi - lo) / 2;
     if (run(mid).t > bound) hi = mid;
