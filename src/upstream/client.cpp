@@ -90,7 +90,7 @@ Client::~Client() {
 }
 
 std::unique_ptr<Exchange> Client::start(const Origin& origin, std::string_view method, ExchangeHandler* handler) {
-  std::unique_ptr<Exchange> ex(new Exchange());
+  auto ex = std::make_unique<Exchange>(Exchange::Key());
   const bool head_request = method == "HEAD";
   origin.key_into(key_buf_);  // a reused buffer: this runs for every proxied request
   if (Connection* c = take_idle(key_buf_)) {

@@ -108,10 +108,17 @@ class Exchange {
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
 
+  // Only a Client makes exchanges: the constructor is public for std::make_unique, but the
+  // key it takes can be built by Client alone.
+  class Key {
+    friend class Client;
+    Key() = default;
+  };
+  explicit Exchange(Key) {}
+
  private:
   friend class Client;
   friend class Connection;
-  Exchange() = default;
 
   Connection* conn_ = nullptr;  // null once the connection closed or failed
   bool reused_ = false;
