@@ -108,6 +108,8 @@ ProxyExchange::ProxyExchange(Env env, router::Route&& route, http::RequestHead&&
 ProxyExchange::~ProxyExchange() {
   drop_upstream();
   release_lease(false, "");
+  // An upstream time not yet recorded with the request (no ending recorded metrics).
+  if (upstream_seconds_ && svc_) env_.app.metrics.upstream(svc_->name, *upstream_seconds_);
 }
 
 // ---------------------------------------------------------------- start
@@ -316,7 +318,10 @@ void ProxyExchange::on_writable() {
 // ---------------------------------------------------------------- upstream -> client
 
 void ProxyExchange::on_response_head(upstream::ResponseHead& head) {
-  env_.app.metrics.upstream(svc_->name, seconds_since(upstream_started_ns_));
+  // Recorded with the request at its end (one lookup for both); an earlier attempt's time,
+  // left by a failover, goes in on its own.
+  if (upstream_seconds_) env_.app.metrics.upstream(svc_->name, *upstream_seconds_);
+  upstream_seconds_ = seconds_since(upstream_started_ns_);
   if (failover_status(head.status) && !streaming_) {
     on_key_refused(head.status, head.headers);
     if (try_failover("upstream answered " + std::to_string(head.status))) return;
@@ -556,7 +561,8 @@ void ProxyExchange::record_metrics() {
   if (metrics_done_) return;
   metrics_done_ = true;
   env_.app.metrics.request(svc_ ? svc_->name : route_.service, telemetry::Metrics::Route::Proxy, status_ ? status_ : 499,
-                           seconds_since(started_ns_));
+                           seconds_since(started_ns_), upstream_seconds_);
+  upstream_seconds_.reset();
 }
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route&& route,

@@ -114,6 +114,7 @@ class ProxyExchange final : public server::RequestHandler,
   int status_ = 0;
   uint64_t started_ns_ = 0;
   uint64_t upstream_started_ns_ = 0;
+  std::optional<double> upstream_seconds_;  // this attempt's time to the response head, not yet recorded
   std::optional<UsageTap> usage_;
 };
 

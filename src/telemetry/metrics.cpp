@@ -38,19 +38,31 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += name + "_count{" + labels + "} " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
 }
 
-void Metrics::request(std::string_view service, Route route, int status, double seconds) {
+Metrics::ServiceStats& Metrics::stats_of(std::string_view service) {
+  auto it = services_.find(service);
+  if (it == services_.end()) it = services_.try_emplace(std::string(service)).first;
+  return it->second;
+}
+
+void Metrics::request(std::string_view service, Route route, int status, double seconds,
+                      std::optional<double> upstream_seconds) {
   const auto r = static_cast<size_t>(route);
   size_t cls = status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0;
   latency_[r].observe(seconds);
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = requests_.find(service);
-  if (it == requests_.end()) it = requests_.emplace(std::string(service), RouteCounts{}).first;
-  it->second[r][cls]++;
+  ServiceStats& s = stats_of(service);
+  s.requests[r][cls]++;
+  if (upstream_seconds) {
+    s.upstream_latency.observe(*upstream_seconds);
+    s.went_upstream = true;
+  }
 }
 
 void Metrics::upstream(const std::string& service, double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
-  upstream_latency_[service].observe(seconds);
+  ServiceStats& s = stats_of(service);
+  s.upstream_latency.observe(seconds);
+  s.went_upstream = true;
 }
 
 void Metrics::upstream_error(const std::string& service, const std::string& kind) {
@@ -73,21 +85,22 @@ std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {
   std::string out;
   out += "# HELP keypool_requests_total Requests answered, by service, route kind and status class.\n";
   out += "# TYPE keypool_requests_total counter\n";
-  for (const auto& [svc, counts] : requests_)
+  for (const auto& [svc, stats] : services_)
     for (size_t r = 0; r < kRoutes.size(); ++r)
       for (size_t cls = 0; cls < 6; ++cls)
-        if (counts[r][cls])
+        if (stats.requests[r][cls])
           out += "keypool_requests_total{service=\"" + svc + "\",route=\"" + std::string(kRoutes[r]) +
                  "\",status=\"" + (cls ? std::to_string(cls) + "xx" : std::string("other")) + "\"} " +
-                 std::to_string(counts[r][cls]) + "\n";
+                 std::to_string(stats.requests[r][cls]) + "\n";
   out += "# HELP keypool_request_duration_seconds Time from request head to response end.\n";
   out += "# TYPE keypool_request_duration_seconds histogram\n";
   for (size_t r = 0; r < kRoutes.size(); ++r)
     latency_[r].render(out, "keypool_request_duration_seconds", "route=\"" + std::string(kRoutes[r]) + "\"");
   out += "# HELP keypool_upstream_duration_seconds Time from upstream request to response head.\n";
   out += "# TYPE keypool_upstream_duration_seconds histogram\n";
-  for (const auto& [svc, h] : upstream_latency_)
-    h.render(out, "keypool_upstream_duration_seconds", "service=\"" + svc + "\"");
+  for (const auto& [svc, stats] : services_)
+    if (stats.went_upstream)
+      stats.upstream_latency.render(out, "keypool_upstream_duration_seconds", "service=\"" + svc + "\"");
   out += "# HELP keypool_upstream_errors_total Upstream failures by kind.\n";
   out += "# TYPE keypool_upstream_errors_total counter\n";
   for (const auto& [k, v] : upstream_errors_)

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +32,11 @@ class Metrics {
   // A request finished: route kind is health|key|admin|proxy|metrics.
   // What kind of request it was; the order is kRoutes' order (the route label).
   enum class Route : uint8_t { Health, Key, Admin, Metrics, Proxy };
-  void request(std::string_view service, Route route, int status, double seconds);
+  // upstream_seconds: the time to the upstream's response head, when the request went
+  // upstream; recorded with the request under one lock and one lookup. Further attempts of
+  // the same request (failovers) are recorded with upstream().
+  void request(std::string_view service, Route route, int status, double seconds,
+               std::optional<double> upstream_seconds = std::nullopt);
   void upstream(const std::string& service, double seconds);
   void upstream_error(const std::string& service, const std::string& kind);
   void failover(const std::string& service);
@@ -51,9 +56,15 @@ class Metrics {
   static_assert(static_cast<size_t>(Route::Proxy) + 1 == kRoutes.size(), "one label per Route");
   using RouteCounts = std::array<std::array<uint64_t, 6>, kRoutes.size()>;  // [route][status/100]
   mutable std::mutex mu_;
-  std::map<std::string, RouteCounts, std::less<>> requests_;  // by service ("" for non-proxy)
+  // Everything counted per service, so that a proxied request finds it with one lookup.
+  struct ServiceStats {
+    RouteCounts requests{};
+    Histogram upstream_latency;
+    bool went_upstream = false;  // upstream_latency has observations to render
+  };
+  ServiceStats& stats_of(std::string_view service);  // mu_ held
+  std::map<std::string, ServiceStats, std::less<>> services_;  // by service ("" for non-proxy)
   std::array<Histogram, kRoutes.size()> latency_;             // by route, lock-free
-  std::map<std::string, Histogram> upstream_latency_;  // by service
   std::map<Key, uint64_t> upstream_errors_;  // service, kind
   std::map<std::string, uint64_t> failovers_;
   std::map<std::string, uint64_t> rate_limited_;

@@ -296,8 +296,10 @@ TEST_CASE("pressure: a connection drop before the head fails over; /metrics coun
 
   const std::string ok_series = R"(keypool_requests_total{service="svc",route="proxy",status="2xx"})";
   const std::string fo_series = R"(keypool_failovers_total{service="svc"})";
+  const std::string up_series = R"(keypool_upstream_duration_seconds_count{service="svc"})";
   std::string before = metrics_text(kp);
   double ok0 = metric_value(before, ok_series), fo0 = metric_value(before, fo_series);
+  double up0 = metric_value(before, up_series);
 
   const int n = 5;
   for (int i = 0; i < n; ++i) {
@@ -312,6 +314,8 @@ TEST_CASE("pressure: a connection drop before the head fails over; /metrics coun
   std::string after = metrics_text(kp);
   CHECK(metric_value(after, ok_series) - ok0 == n);
   CHECK(metric_value(after, fo_series) - fo0 >= 1);
+  // Only answers have a time to the response head: the dropped attempts have none.
+  CHECK(metric_value(after, up_series) - up0 == n);
 
   // Prometheus text: comments, or `name{labels} value` / `name value`.
   static const std::regex sample(
@@ -330,6 +334,29 @@ TEST_CASE("pressure: a connection drop before the head fails over; /metrics coun
     INFO("a secret appears in /metrics (length " << secret.size() << ")");
     CHECK(after.find(secret) == std::string::npos);
   }
+}
+
+TEST_CASE("pressure: every upstream answer's time is recorded, a failed-over attempt's too") {
+  // Key A answers 500 (a head, then a failover); key B answers 200.
+  FakeUpstream up([](const RecordedRequest& req, ResponseWriter& w) {
+    if (req.header("authorization") == "Bearer sk-five-A-6666") return reply(w, 500, R"({"error":"down"})");
+    reply(w, 200, R"({"ok":true})");
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}});
+  add_key(kp, "A", "sk-five-A-6666", "t", "svc");
+  add_key(kp, "B", "sk-five-B-6666", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  const std::string up_series = R"(keypool_upstream_duration_seconds_count{service="svc"})";
+  const double up0 = metric_value(metrics_text(kp), up_series);
+  const int n = 4;
+  for (int i = 0; i < n; ++i) CHECK(kp.get("/v1/svc/x", bearer_of(token)).status == 200);
+  CHECK(count_key(up, "sk-five-A-6666") >= 1);  // at least one request failed over from A
+  CHECK(count_key(up, "sk-five-B-6666") == n);
+  CHECK(metric_value(metrics_text(kp), up_series) - up0 == static_cast<double>(up.request_count()));
 }
 
 TEST_CASE("pressure: a response that already sent bytes is never retried on another key") {
