@@ -61,7 +61,9 @@ class Connection final : public ResponseSink,
     }
     key_id_ = key_id;
   }
-  void note_service(std::string_view s) override { service_ = s; }
+  void note_service(std::string_view s) override {
+    if (access_line_) service_ = s;  // read by the access line only
+  }
   std::string_view peer() const override { return peer_; }
   std::unique_ptr<ConnectionState>& connection_state() override { return handler_state_; }
 
@@ -135,6 +137,7 @@ class Connection final : public ResponseSink,
 
   // access log
   std::string method_, path_, service_, peer_;
+  bool access_line_ = false;  // this request's access line will be written (Info logging on)
   int status_ = 0;
   int64_t key_id_ = 0;
   std::string keys_tried_;  // earlier keys of this exchange (failover), "1,4"; ids only

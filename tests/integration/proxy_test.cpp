@@ -295,6 +295,38 @@ TEST_CASE("proxy: hop-by-hop headers are dropped in both directions") {
   CHECK(r.header("x-also-kept") == "yes");
 }
 
+TEST_CASE("proxy: the access line names method, path, service and key, never the query") {
+  FakeUpstream up(json_ok());
+  Keypool kp({{"LOG_LEVEL", "info"}, {"LOG_FORMAT", "json"}}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-access-0123456789"});
+  // The token rides in the query, which the line must leave out.
+  auto r = kp.get("/v1/svc/x/y?api_key=" + token + "&q=1", {});
+  REQUIRE(r.status == 200);
+  const std::string key_id = r.header("X-Keypool-Key-Id");
+  // The line is written before the response is sent; a short bounded wait covers the
+  // file's catching up.
+  const std::string path_field = "\"path\":\"/v1/svc/x/y\"";
+  std::string log;
+  for (int i = 0; i < 40; ++i) {
+    log = kp.proc->log_contents();
+    if (log.find(path_field) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  const size_t at = log.find(path_field);
+  REQUIRE(at != std::string::npos);
+  const size_t begin = log.rfind('\n', at) + 1;  // npos + 1 == 0 for the first line
+  const std::string line = log.substr(begin, log.find('\n', at) - begin);
+  CAPTURE(line);
+  CHECK(line.find("\"access\"") != std::string::npos);
+  CHECK(line.find("\"method\":\"GET\"") != std::string::npos);
+  CHECK(line.find("\"service\":\"svc\"") != std::string::npos);
+  CHECK(line.find("\"key_id\":" + key_id) != std::string::npos);
+  CHECK(line.find("q=1") == std::string::npos);
+  CHECK(line.find(token) == std::string::npos);
+}
+
 TEST_CASE("proxy: a token revoked while its keep-alive connection is open stops working on it") {
   FakeUpstream up(json_ok());
   Keypool kp({}, false);
