@@ -111,17 +111,6 @@ std::optional<Credential> extract_credential(const http::Headers& headers, std::
   return std::nullopt;
 }
 
-Credential::Credential(std::string decoded, CredentialSource source)
-    : decoded_(std::move(decoded)), owned_(true), source_(source) {}
-
-// Moved by hand: a decoded value short enough for the string's inline buffer would leave
-// a view pointing into the moved-from object, so the view is rebuilt from what is owned.
-Credential::Credential(Credential&& other) noexcept
-    : view_(other.view_), decoded_(std::move(other.decoded_)), owned_(other.owned_), source_(other.source_) {
-  other.owned_ = false;
-  other.view_ = {};
-}
-
 Credential::~Credential() {
   if (!decoded_.empty()) OPENSSL_cleanse(decoded_.data(), decoded_.size());
 }

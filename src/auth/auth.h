@@ -38,20 +38,21 @@ enum class CredentialSource {
 class Credential {
  public:
   Credential(std::string_view in_header, CredentialSource source) : view_(in_header), source_(source) {}
-  Credential(std::string decoded, CredentialSource source);
-  Credential(Credential&& other) noexcept;
+  Credential(std::string decoded, CredentialSource source) : decoded_(std::move(decoded)), source_(source) {}
+  Credential(Credential&&) = default;
   Credential(const Credential&) = delete;
   Credential& operator=(const Credential&) = delete;
   Credential& operator=(Credential&&) = delete;
   ~Credential();
 
-  std::string_view value() const { return owned_ ? std::string_view(decoded_) : view_; }
+  std::string_view value() const {
+    return source_ == CredentialSource::QueryApiKey ? std::string_view(decoded_) : view_;
+  }
   CredentialSource source() const { return source_; }
 
  private:
-  std::string_view view_;
-  std::string decoded_;
-  bool owned_ = false;
+  std::string_view view_;  // a header-borne credential
+  std::string decoded_;    // a query-borne one (the only kind that is decoded)
   CredentialSource source_;
 };
 

@@ -39,4 +39,25 @@ bool list_has_token(std::string_view list, std::string_view token) {
   return false;
 }
 
+namespace {
+
+size_t length_bit(size_t n) { return n < 63 ? n : 63; }
+
+}  // namespace
+
+ConnectionTokens::ConnectionTokens(const Headers& headers) {
+  for (const auto& h : headers)
+    if (iequals(h.name, "connection")) items_.append(items_.empty() ? "" : ",").append(h.value);
+  for (std::string_view list = items_; !list.empty();) {
+    size_t comma = list.find(',');
+    lengths_ |= uint64_t{1} << length_bit(trim(list.substr(0, comma)).size());
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+bool ConnectionTokens::names(std::string_view field) const {
+  return ((lengths_ >> length_bit(field.size())) & 1) != 0 && list_has_token(items_, field);
+}
+
 }  // namespace keypool::http

@@ -36,35 +36,15 @@ bool hop_only_response_header(std::string_view name, bool tunnel) {
   }
 }
 
-// Bit n is set when the comma-separated list has an item n bytes long (63 stands for longer
-// ones too). A header whose name length is not among them cannot be named in the list,
-// which spares searching the list for nearly every header.
-uint64_t item_lengths(std::string_view list) {
-  uint64_t bits = 0;
-  for (;;) {
-    size_t comma = list.find(',');
-    bits |= uint64_t{1} << std::min<size_t>(trim(list.substr(0, comma)).size(), 63);
-    if (comma == std::string_view::npos) return bits;
-    list.remove_prefix(comma + 1);
-  }
-}
-
 // Moves the headers that go on to the client to the front, in order, and returns how many
 // there are. The dropped ones stay behind them, storage and all, for put_header to reuse.
 size_t keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
-  // Fields named in Connection are hop-by-hop too. The names are read before anything
-  // moves; the value is short ("keep-alive", "close"), so this copy is not an allocation.
-  std::string named;
-  if (!tunnel)
-    for (const auto& h : headers)
-      if (iequals(h.name, "connection")) named.append(named.empty() ? "" : ",").append(h.value);
-  const uint64_t named_lengths = named.empty() ? 0 : item_lengths(named);
+  // A tunnel's Connection: Upgrade names a field the client needs.
+  const auto named = tunnel ? http::ConnectionTokens() : http::ConnectionTokens(headers);
   size_t kept = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
     const auto& name = headers[i].name;
-    if (hop_only_response_header(name, tunnel)) continue;
-    bool maybe_named = (named_lengths >> std::min<size_t>(name.size(), 63)) & 1;
-    if (maybe_named && http::list_has_token(named, name)) continue;
+    if (hop_only_response_header(name, tunnel) || named.names(name)) continue;
     if (kept != i) headers[kept] = std::move(headers[i]);
     ++kept;
   }

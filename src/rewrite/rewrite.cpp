@@ -8,40 +8,11 @@
 #include <optional>
 #include <vector>
 
+#include "base/sized_writer.h"
 #include "base/strings.h"
 
 namespace keypool::rewrite {
 namespace {
-
-// Writes the upstream head into storage sized beforehand by head_size_bound: each piece is
-// a plain copy, where a capacity-checked string append per piece (a dozen per header line)
-// cost more than the copying. It offers the few std::string members the writers below
-// use, so that they also serve the std::string callers (percent_encode, host_header).
-class HeadWriter {
- public:
-  HeadWriter(char* begin, size_t capacity) : begin_(begin), at_(begin), end_(begin + capacity) {}
-  HeadWriter& append(std::string_view piece) {
-    assert(static_cast<size_t>(end_ - at_) >= piece.size());
-    if (!piece.empty()) std::memcpy(at_, piece.data(), piece.size());  // empty may mean null
-    at_ += piece.size();
-    return *this;
-  }
-  void push_back(char c) {
-    assert(at_ < end_);
-    *at_++ = c;
-  }
-  size_t size() const { return static_cast<size_t>(at_ - begin_); }
-  // Shrinking only: takes back what was written after a mark (the target's lone '?').
-  void resize(size_t n) {
-    assert(n <= size());
-    at_ = begin_ + n;
-  }
-
- private:
-  char* begin_;
-  char* at_;
-  char* end_;
-};
 
 // Whether a client header belongs to the downstream hop or identifies the caller:
 // - RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy Proxy-Connection that some clients
@@ -75,31 +46,10 @@ bool fixed_downstream_name(std::string_view name) {
   }
 }
 
-// The items of the client's Connection fields (RFC 9110 §7.6.1: every field named there
-// is hop-by-hop too), read once per request: a view of the one field clients send, joined
-// into `storage` only when there are several.
-std::string_view connection_items(const http::Headers& client, std::string& storage) {
-  std::string_view items;
-  bool joined = false;
-  for (const auto& h : client) {
-    if (!iequals(h.name, "connection")) continue;
-    if (items.empty() && !joined) {
-      items = h.value;
-      continue;
-    }
-    if (!joined) storage.assign(items);
-    joined = true;
-    storage.append(",").append(h.value);
-    items = storage;
-  }
-  return items;
-}
-
-bool stays_downstream(std::string_view name, std::string_view connection_list, bool upgrade) {
+bool stays_downstream(std::string_view name, const http::ConnectionTokens& connection, bool upgrade) {
   // A WebSocket handshake needs its Upgrade upstream, even though Connection names it.
   if (upgrade && iequals(name, "upgrade")) return false;
-  return fixed_downstream_name(name) ||
-         (!connection_list.empty() && http::list_has_token(connection_list, name));
+  return fixed_downstream_name(name) || connection.names(name);
 }
 
 bool is_fixed(std::string_view name, const config::ServiceDef& svc) {
@@ -145,7 +95,7 @@ bool param_named(std::string_view param, std::string_view want) {
 
 // The client's query without its own credential parameters, every other byte and the order
 // kept.
-void append_filtered_query(HeadWriter& out, std::string_view query, std::string_view auth_param) {
+void append_filtered_query(SizedWriter& out, std::string_view query, std::string_view auth_param) {
   if (query.empty()) return;
   bool first = true;
   for (;;) {
@@ -210,7 +160,7 @@ std::string encode_with(std::string_view s, const char* hex) {
 
 constexpr const char* kUpperHex = "0123456789ABCDEF";
 
-void append_target(HeadWriter& out, const config::ServiceDef& svc, std::string_view rest,
+void append_target(SizedWriter& out, const config::ServiceDef& svc, std::string_view rest,
                    std::string_view query, std::string_view key_value) {
   out.append(svc.base_path).append(rest.empty() ? std::string_view("/") : rest);
   // The '?' goes in first and comes out again when no query follows it.
@@ -250,7 +200,7 @@ bool is_safe_value(std::string_view value) {
 
 // "name: value\r\n", the value written in two parts (the auth prefix and the key) so that
 // neither is joined into a temporary.
-void append_header(HeadWriter& out, std::string_view name, std::string_view value,
+void append_header(SizedWriter& out, std::string_view name, std::string_view value,
                    std::string_view value_rest = {}) {
   if (!is_safe_name(name) || !is_safe_value(value) || !is_safe_value(value_rest)) return;
   out.append(name).append(": ").append(value).append(value_rest).append("\r\n");
@@ -271,7 +221,7 @@ void append_host(Out& out, const config::ServiceDef& svc) {
   }
 }
 
-void append_headers(HeadWriter& out, const config::ServiceDef& svc, const ClientRequest& req,
+void append_headers(SizedWriter& out, const config::ServiceDef& svc, const ClientRequest& req,
                     std::string_view key_value) {
   // Fixed service headers win over the Host written here and over whatever the client sent
   // under the same name.
@@ -280,10 +230,9 @@ void append_headers(HeadWriter& out, const config::ServiceDef& svc, const Client
     append_host(out, svc);
     out.append("\r\n");
   }
-  std::string joined;
-  const std::string_view connection_list = connection_items(req.headers, joined);
+  const http::ConnectionTokens connection(req.headers);
   for (const auto& h : req.headers)
-    if (!stays_downstream(h.name, connection_list, req.upgrade) && !is_fixed(h.name, svc))
+    if (!stays_downstream(h.name, connection, req.upgrade) && !is_fixed(h.name, svc))
       append_header(out, h.name, h.value);
   auto auth = auth_header(svc.auth_scheme);
   for (const auto& f : svc.headers)
@@ -293,7 +242,7 @@ void append_headers(HeadWriter& out, const config::ServiceDef& svc, const Client
   if (auth) append_header(out, auth->name, auth->prefix, key_value);
 }
 
-void append_framing(HeadWriter& out, BodyFraming framing, uint64_t content_length) {
+void append_framing(SizedWriter& out, BodyFraming framing, uint64_t content_length) {
   switch (framing) {
     case BodyFraming::None:
       break;
@@ -345,7 +294,7 @@ std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& re
   // Sized once and shrunk at the end, never grown: a reallocation would leave an unwiped
   // copy of the key behind.
   std::string head(head_size_bound(svc, req, key_value), '\0');
-  HeadWriter out(head.data(), head.size());
+  SizedWriter out(head.data(), head.size());
   out.append(req.method).push_back(' ');
   append_target(out, svc, req.rest, req.query, key_value);
   out.append(" HTTP/1.1\r\n");

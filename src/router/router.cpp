@@ -26,7 +26,7 @@ int hex_digit(char c) {
 
 // Bytes never allowed raw in a target: controls, space, DEL and anything non-ASCII
 // (RFC 3986 requires those to be percent-encoded; a raw one means a sloppy or hostile client).
-bool is_forbidden_raw(unsigned char c) { return c <= 0x20 || c >= 0x7f; }
+constexpr bool is_forbidden_raw(unsigned char c) { return c <= 0x20 || c >= 0x7f; }
 
 // Decoded bytes that would change how the path splits or reads upstream.
 bool is_forbidden_decoded(unsigned char c) {
@@ -78,7 +78,8 @@ bool segment_is_safe(std::string_view seg) {
 // and '.', as a table so that the usual byte costs one lookup.
 constexpr std::array<bool, 256> kPathStop = [] {
   std::array<bool, 256> t{};
-  for (int c = 0; c < 256; ++c) t[c] = c <= 0x20 || c >= 0x7f || c == '\\' || c == '%' || c == '.';
+  for (int c = 0; c < 256; ++c)
+    t[c] = is_forbidden_raw(static_cast<unsigned char>(c)) || c == '\\' || c == '%' || c == '.';
   return t;
 }();
 

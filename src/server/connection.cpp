@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/secret.h"
+#include "base/sized_writer.h"
 #include "base/strings.h"
 #include "base/try_send.h"
 #include "server/status.h"
@@ -28,23 +29,6 @@ constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // pipelined input held before
 // its head is framed. An idle connection gives back more than kKeptOutCapacity.
 constexpr uint64_t kReserveBodyUpTo = 16 * 1024;
 constexpr size_t kKeptOutCapacity = 32 * 1024;
-
-// Writes a response head into output storage already sized for it. The size is counted
-// first so that each piece is a plain copy: a capacity-checked string append per piece
-// (four per header line) cost more than the copying itself.
-class HeadWriter {
- public:
-  explicit HeadWriter(char* at) : at_(at) {}
-  void put(std::string_view piece) {
-    if (piece.empty()) return;  // an empty view may carry no pointer at all
-    std::memcpy(at_, piece.data(), piece.size());
-    at_ += piece.size();
-  }
-  const char* end() const { return at_; }
-
- private:
-  char* at_;
-};
 
 // "Content-Length: <length>\r\n" in buf (room for 48 bytes), as a view of it.
 std::string_view content_length_line(char* buf, uint64_t length) {
@@ -311,7 +295,7 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
   if (!request_done_ && request_has_body_ && mode != BodyMode::Raw)
     keep_alive_ = false;  // an unread body cannot be skipped safely: close after this
   // The lines keypool adds are chosen first, so the head's size is known before a byte of
-  // it is written (see HeadWriter).
+  // it is written (see SizedWriter).
   char code[8];
   std::string_view code_text(code, static_cast<size_t>(std::to_chars(code, code + sizeof code, status).ptr - code));
   char length_line[48];
@@ -351,22 +335,22 @@ void Connection::send_head(int status, const http::Headers& headers, BodyMode mo
   const size_t at = out_.size();
   out_.reserve(at + size + (mode == BodyMode::ContentLength && length <= kReserveBodyUpTo ? length : 0));
   out_.resize(at + size);
-  HeadWriter w(out_.data() + at);
-  w.put("HTTP/1.1 ");
-  w.put(code_text);
-  w.put(" ");
-  w.put(reason);
-  w.put("\r\n");
+  SizedWriter w(out_.data() + at, size);
+  w.append("HTTP/1.1 ");
+  w.append(code_text);
+  w.append(" ");
+  w.append(reason);
+  w.append("\r\n");
   for (const auto& h : headers) {
-    w.put(h.name);
-    w.put(": ");
-    w.put(h.value);
-    w.put("\r\n");
+    w.append(h.name);
+    w.append(": ");
+    w.append(h.value);
+    w.append("\r\n");
   }
-  w.put(framing);
-  w.put(connection);
-  w.put("\r\n");
-  assert(w.end() == out_.data() + out_.size());  // the count above and the writes agree
+  w.append(framing);
+  w.append(connection);
+  w.append("\r\n");
+  assert(w.size() == size);  // the count above and the writes agree
   after_append();
   if (mode == BodyMode::Raw && status == 101) enter_tunnel();
 }
