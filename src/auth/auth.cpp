@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "base/strings.h"
+#include "crypto/crypto.h"
 
 // SHA-256 and constant-time compare come straight from OpenSSL here rather than from the
 // crypto room, so auth does not depend on it; both are one-liners around the same calls.
@@ -125,7 +126,7 @@ bool AdminToken::matches(std::string_view presented) const {
   if (!digest_) return false;
   auto d = sha256(presented);
   if (!d) return false;
-  bool equal = CRYPTO_memcmp(d->data(), digest_->data(), d->size()) == 0;
+  bool equal = crypto::equal_bytes(d->data(), digest_->data(), d->size());
   return equal && !presented.empty();
 }
 
@@ -179,7 +180,7 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
     // The lengths are compared first: that says only whether this connection now sends a
     // token as long as the one it sent before.
     if (memo && memo->info_ && memo->generation_ == generation_ && memo->secret_.size() == presented.size() &&
-        CRYPTO_memcmp(memo->secret_.data(), presented.data(), presented.size()) == 0)
+        crypto::equal_bytes(memo->secret_.data(), presented.data(), presented.size()))
       info = memo->info_;
   }
   if (!info) {
@@ -189,7 +190,7 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
     auto it = by_hash_.find(*digest);
     // The map found it by equality already; the explicit constant-time compare keeps the
     // decision itself independent of the early-exit comparison the map used.
-    if (it == by_hash_.end() || CRYPTO_memcmp(it->first.data(), digest->data(), digest->size()) != 0)
+    if (it == by_hash_.end() || !crypto::equal_bytes(it->first.data(), digest->data(), digest->size()))
       return unauthorized("invalid token");
     info = it->second;
     if (memo) {

@@ -5,7 +5,8 @@
 // registry and keeps it current through upsert/remove.
 //
 // Secrets are never map keys, log fields or error text here: the registry holds only
-// digests, and comparisons of secret-derived bytes use CRYPTO_memcmp.
+// digests, and comparisons of secret-derived bytes run in constant time
+// (crypto::equal_bytes).
 #include <array>
 #include <cstdint>
 #include <cstring>

@@ -8,7 +8,9 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "base/strings.h"
@@ -219,10 +221,31 @@ std::string random_token(std::string_view prefix) {
   return token;
 }
 
+bool equal_bytes(const void* a, const void* b, size_t n) {
+  const auto* x = static_cast<const unsigned char*>(a);
+  const auto* y = static_cast<const unsigned char*>(b);
+  uint64_t diff = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t u, v;
+    std::memcpy(&u, x + i, 8);
+    std::memcpy(&v, y + i, 8);
+    diff |= u ^ v;
+    // The empty asm makes diff opaque to the optimiser, which could otherwise stop at the
+    // first difference (an early exit is exactly the timing leak this function exists to avoid).
+    asm volatile("" : "+r"(diff));
+  }
+  for (; i < n; ++i) {
+    diff |= static_cast<uint64_t>(x[i] ^ y[i]);
+    asm volatile("" : "+r"(diff));
+  }
+  return diff == 0;
+}
+
 bool constant_time_equal(std::string_view a, std::string_view b) {
   bool same_len = a.size() == b.size();
   const char* other = same_len ? b.data() : a.data();
-  return CRYPTO_memcmp(a.data(), other, a.size()) == 0 && same_len;
+  return equal_bytes(a.data(), other, a.size()) && same_len;
 }
 
 }  // namespace keypool::crypto
