@@ -2,7 +2,8 @@
 # Side-by-side proxy overhead in one run: upstream nginx (1 worker, fixed ~260 B JSON, :9001)
 # called directly, through keypool (1 worker, :KP_PORT) and through nginx doing the same
 # rewrite and key injection (nginx-proxy.conf, 1 worker, :9002). wrk -t1 at 1 connection and at
-# 64 connections, RUNS rounds of DURATION seconds, targets interleaved within each round.
+# 64 connections, RUNS rounds of DURATION seconds, targets interleaved within each round and
+# the order rotated from round to round.
 # Prints medians: added p50/p99 at concurrency 1, req/s, p99 and CPU per request at 64, the
 # ratios keypool/nginx, and RSS of keypool (idle, under load, after).
 # Usage: bench/proxy.sh            env: RUNS=3 DURATION=5 KP_PORT=9080 NKEYS=20 KEYPOOL_BIN=...
@@ -43,11 +44,18 @@ sleep 0.5
 KP_RSS_IDLE=$(rss_kb "$KP_PID"); NG_RSS_IDLE=$(rss_kb "$NGX_PID_px")
 for t in "${TARGETS[@]}"; do timeout 20 wrk -t1 -c64 -d1s -H "${HDR[$t]}" "${URL[$t]}" >/dev/null; done  # warm-up
 
+# Round i starts at target i (mod 3): with a fixed order one target would always run right
+# after the same other one, and a drift that follows the order (the upstream warming, a
+# periodic neighbour on this VM) would land on it every time.
+in_order() {
+  local i=$1 k n=${#TARGETS[@]}
+  for ((k = 0; k < n; k++)); do echo "${TARGETS[$(((i + k) % n))]}"; done
+}
 for i in $(seq "$RUNS"); do
-  for t in "${TARGETS[@]}"; do run_wrk "c1_$t" "${PID[$t]}" 1 "$DURATION" "${URL[$t]}" "${HDR[$t]}"; done
+  for t in $(in_order "$i"); do run_wrk "c1_$t" "${PID[$t]}" 1 "$DURATION" "${URL[$t]}" "${HDR[$t]}"; done
 done
 for i in $(seq "$RUNS"); do
-  for t in "${TARGETS[@]}"; do run_wrk "c64_$t" "${PID[$t]}" 64 "$DURATION" "${URL[$t]}" "${HDR[$t]}"; done
+  for t in $(in_order "$i"); do run_wrk "c64_$t" "${PID[$t]}" 64 "$DURATION" "${URL[$t]}" "${HDR[$t]}"; done
 done
 sleep 1
 KP_RSS_AFTER=$(rss_kb "$KP_PID"); KP_RSS_PEAK=$(hwm_kb "$KP_PID")

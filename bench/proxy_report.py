@@ -1,4 +1,5 @@
 """Prints proxy.sh's figures. Args: results runs duration kp_idle kp_after kp_peak ng_idle (kB)."""
+import statistics
 import sys
 from summarize import Results
 
@@ -38,6 +39,19 @@ print(f"  added p99 at c1 : {ratio(added('keypool', 'p99'), added('nginx', 'p99'
 print(f"  req/s at c64    : {ratio(m('keypool', 'rps'), m('nginx', 'rps')):.2f}")
 print(f"  p99 at c64      : {ratio(m('keypool', 'p99'), m('nginx', 'p99')):.2f}")
 print(f"  CPU per request : {ratio(m('keypool', 'cpu_ns_per_req'), m('nginx', 'cpu_ns_per_req')):.2f}")
+
+
+def paired(field):
+    # keypool and nginx ran back to back in each round, so their ratio within a round cancels
+    # most of the machine's drift between rounds; the ratio of medians above does not.
+    k, n = r.runs["c64_keypool"], r.runs["c64_nginx"]
+    return sorted(ratio(a[field], b[field]) for a, b in zip(k, n))
+
+
+for label, field in (("req/s at c64", "rps"), ("p99 at c64", "p99")):
+    v = paired(field)
+    print(f"  {label} per round: median {statistics.median(v):.2f}  "
+          f"(rounds: {', '.join(f'{x:.2f}' for x in v)})")
 print(f"\nRSS keypool: idle {kp_idle:.1f} MB, under load (mid-run, max) "
       f"{max(r.peak('c1_keypool', 'rss_kb'), r.peak('c64_keypool', 'rss_kb')) / 1024:.1f} MB, "
       f"after {kp_after:.1f} MB, peak (VmHWM) {kp_peak:.1f} MB")
