@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "base/secret.h"
 #include "base/sized_writer.h"
@@ -391,7 +392,7 @@ void Connection::end() {
     // releases the handler, which may be the caller: do it after it returns.
     // finish_seq_ names the exchange this is for: a later one must not be finished by it.
     finish_seq_ = exchange_seq_;
-    worker_.defer(weak_from_this(), Worker::ConnectionTask::FinishExchange);
+    defer_task(kFinishTask);
   }
   flush();
 }
@@ -538,21 +539,20 @@ void Connection::after_append() {
   // The handler compares queued_bytes() with the watermark right after writing; remember
   // that it may have paused, so that on_writable follows once the queue drains.
   if (queued_bytes() > worker_.options().write_high_watermark) above_high_ = true;
-  if (callback_depth_ > 0 || flush_scheduled_) return;
-  flush_scheduled_ = true;
-  worker_.defer(weak_from_this(), Worker::ConnectionTask::Flush);
+  if (callback_depth_ == 0) defer_task(kFlushTask);
 }
 
-void Connection::run_deferred(Worker::ConnectionTask task) {
-  switch (task) {
-    case Worker::ConnectionTask::Flush:
-      flush_scheduled_ = false;
-      flush();
-      return;
-    case Worker::ConnectionTask::FinishExchange:
-      if (exchange_seq_ == finish_seq_) finish_exchange();
-      return;
-  }
+void Connection::defer_task(Task t) {
+  const bool queued = deferred_tasks_ != 0;
+  deferred_tasks_ |= t;
+  if (!queued) worker_.defer(weak_from_this());
+}
+
+void Connection::run_deferred() {
+  // Cleared first: what these tasks do may queue new work, which needs an entry of its own.
+  const uint8_t tasks = std::exchange(deferred_tasks_, 0);
+  if (tasks & kFlushTask) flush();
+  if ((tasks & kFinishTask) && exchange_seq_ == finish_seq_) finish_exchange();
 }
 
 void Connection::flush() {
@@ -578,15 +578,13 @@ void Connection::flush() {
       req->conn = this;
       in_flight_ += req->data.size();
       uv_buf_t b = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
-      WriteReq* raw = req.release();  // adopted back in on_write_done
-      raw->req.data = raw;
-      if (uv_write(&raw->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1,
-                   &Connection::on_write_done) != 0) {
-        in_flight_ -= raw->data.size();
-        delete raw;
+      req->req.data = req.get();
+      if (uv_write(&req->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, &Connection::on_write_done) != 0) {
+        in_flight_ -= req->data.size();
         close();
         return;
       }
+      req.release();  // adopted back in on_write_done
     }
   }
   // The one place that reports a drained queue (after a direct write or a write callback);
@@ -602,13 +600,14 @@ void Connection::flush() {
   if (in_flight_ == 0 && out_.empty() && state_ == State::Lingering && !shutdown_sent_) {
     shutdown_sent_ = true;
     // Everything is written: stop sending, then let the client read it before we close.
-    uv_shutdown_t* sd = new uv_shutdown_t;  // freed in its callback
+    auto sd = std::make_unique<uv_shutdown_t>();
     sd->data = this;
-    if (uv_shutdown(sd, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* r, int) { delete r; }) != 0) {
-      delete sd;
+    auto done = [](uv_shutdown_t* r, int) { std::unique_ptr<uv_shutdown_t> adopted(r); };
+    if (uv_shutdown(sd.get(), reinterpret_cast<uv_stream_t*>(&tcp_), done) != 0) {
       close();
       return;
     }
+    sd.release();  // adopted back in its callback
     pause_bits_ = 0;
     update_reading();
     arm_timer();

@@ -42,7 +42,7 @@ class Connection final : public ResponseSink,
   void drain();
   bool idle() const;
   // Work this connection queued with Worker::defer, run in the check phase.
-  void run_deferred(Worker::ConnectionTask task);
+  void run_deferred();  // the check phase runs the tasks queued by defer_task
 
   // ResponseSink
   void send_head(int status, const http::Headers& headers, BodyMode mode, uint64_t length) override;
@@ -114,7 +114,11 @@ class Connection final : public ResponseSink,
   int callback_depth_ = 0;  // >0 while inside our own read processing: writes coalesce
   unsigned pause_bits_ = 0;  // reasons not to read; see connection.cpp
   bool reading_ = false;
-  bool flush_scheduled_ = false;
+  // Work queued for the worker's check phase, as bits: a response that flushes and then ends
+  // from an upstream callback (every small proxied response) queues one entry, not two.
+  enum Task : uint8_t { kFlushTask = 1, kFinishTask = 2 };
+  uint8_t deferred_tasks_ = 0;
+  void defer_task(Task t);
   bool in_writable_ = false;  // guards against on_writable re-entering through flush
   uint64_t head_deadline_ms_ = 0;  // uv_now by which the current head must be complete; 0 = none
   MovingDeadline deadline_{&timer_, &Connection::on_timer};  // when on_timer acts

@@ -129,15 +129,13 @@ void Worker::on_check(uv_check_t* h) {
   self->retired_.clear();
 }
 
-void Worker::defer(std::function<void()> fn) { deferred_.push_back(Deferred{std::move(fn), {}, {}}); }
+void Worker::defer(std::function<void()> fn) { deferred_.push_back(Deferred{std::move(fn), {}}); }
 
-void Worker::defer(std::weak_ptr<Connection> conn, ConnectionTask task) {
-  deferred_.push_back(Deferred{nullptr, std::move(conn), task});
-}
+void Worker::defer(std::weak_ptr<Connection> conn) { deferred_.push_back(Deferred{nullptr, std::move(conn)}); }
 
 void Worker::run(Deferred& d) {
   if (d.fn) d.fn();
-  else if (auto conn = d.conn.lock()) conn->run_deferred(d.task);
+  else if (auto conn = d.conn.lock()) conn->run_deferred();
 }
 
 void Worker::retire(std::shared_ptr<RequestHandler> handler) {

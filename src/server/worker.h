@@ -71,11 +71,10 @@ class Worker {
   size_t read_buffer_size() const { return read_buf_.size(); }
   // Runs fn in this iteration's check phase: after the current callbacks have returned.
   void defer(std::function<void()> fn);
-  // The same for a connection's own work, if it still exists then. Kept apart from
-  // std::function: a closure holding a weak_ptr does not fit its inline storage, and
-  // most requests queue one or two of these.
-  enum class ConnectionTask : uint8_t { Flush, FinishExchange };
-  void defer(std::weak_ptr<Connection> conn, ConnectionTask task);
+  // Has the connection run its pending tasks (Connection::run_deferred), if it still exists
+  // then. Kept apart from std::function: a closure holding a weak_ptr does not fit its inline
+  // storage, and most requests queue one of these.
+  void defer(std::weak_ptr<Connection> conn);
   void retire(std::shared_ptr<RequestHandler> handler);
   void on_connection_closed(Connection* c);
   bool draining() const { return draining_; }
@@ -103,7 +102,6 @@ class Worker {
   struct Deferred {
     std::function<void()> fn;      // set, or else:
     std::weak_ptr<Connection> conn;
-    ConnectionTask task = ConnectionTask::Flush;
   };
   void run(Deferred& d);
   std::vector<Deferred> deferred_;
