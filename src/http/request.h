@@ -8,6 +8,8 @@
 
 namespace keypool::http {
 
+// The parser reuses a head's storage from request to request: a new field must also be
+// reset in RequestParser's clear_head (request_parser.cpp).
 struct RequestHead {
   std::string method;
   std::string target;  // as sent: origin-form or absolute-form

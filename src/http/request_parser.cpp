@@ -12,7 +12,11 @@ struct RequestParser::Impl {
   Limits limits;
   Events* events;
   ParseError error;
+  // Parsed into in place, then moved to the handler. Its storage is reused from request to
+  // request (see clear_head and recycle); head.headers[0, filled) are the current request's
+  // headers, any later slots only storage.
   RequestHead head;
+  size_t filled = 0;
   std::string field, value;
   bool in_value = false;
   size_t head_bytes = 0;
@@ -60,9 +64,9 @@ struct RequestParser::Impl {
     // ": " and CRLF, once per header: llhttp may call on_header_field several times for
     // one name split across reads, which must not change what counts.
     if (int rc = count(4)) return rc;
-    if (head.headers.size() >= limits.max_header_count) return too_many_headers();
+    if (filled >= limits.max_header_count) return too_many_headers();
     // Built in place: a temporary Header moved into the vector copies both strings again.
-    auto& h = head.headers.emplace_back();
+    auto& h = next_slot();
     h.name = std::move(field);
     h.value.assign(trim(value));
     field.clear();
@@ -73,14 +77,54 @@ struct RequestParser::Impl {
 
   int check_framing();
 
+  // A reused string keeps storage up to this size, and the head up to kMaxReusedSlots
+  // header slots: one request with a huge header does not pin that memory to the connection.
+  static constexpr size_t kMaxReusedCapacity = 512;
+  static constexpr size_t kMaxReusedSlots = 32;
+
+  static void recycle(std::string& s) {
+    if (s.capacity() > kMaxReusedCapacity) std::string().swap(s);
+    else s.clear();
+  }
+
+  // Empties the head for the next request but keeps its storage (left by the last request
+  // parsed here or handed back through RequestParser::recycle), so that a keep-alive
+  // connection parses a typical head without allocating. Field by field, as a fresh head
+  // moved in would cost more than the allocation it saves: a field added to RequestHead
+  // must be reset here too. Header slots are emptied as they are reused (next_slot).
+  void clear_head() {
+    recycle(head.method);
+    recycle(head.target);
+    head.http_minor = 1;
+    if (head.headers.capacity() > kMaxReusedSlots) Headers().swap(head.headers);
+    if (head.headers.capacity() == 0) head.headers.reserve(16);  // one allocation, not a regrowth every few headers
+    head.keep_alive = true;
+    head.chunked = false;
+    head.content_length.reset();
+    head.upgrade = false;
+    filled = 0;
+  }
+
+  // The slot the next header is written into: an emptied one left by an earlier request, or a
+  // new one.
+  Header& next_slot() {
+    if (filled == head.headers.size()) {
+      ++filled;
+      return head.headers.emplace_back();
+    }
+    Header& h = head.headers[filled++];
+    recycle(h.name);
+    recycle(h.value);
+    return h;
+  }
+
   static int on_message_begin(llhttp_t* p) {
     Impl* s = self(p);
     s->in_message = true;
     s->head_done = false;
-    s->head = RequestHead{};
-    s->head.headers.reserve(16);  // one allocation rather than a regrowth every few headers
-    s->field.clear();
-    s->value.clear();
+    s->clear_head();
+    recycle(s->field);
+    recycle(s->value);
     s->in_value = false;
     s->head_bytes = 0;
     s->failed = false;
@@ -134,12 +178,17 @@ struct RequestParser::Impl {
   static int on_headers_complete(llhttp_t* p) {
     Impl* s = self(p);
     if (int rc = s->commit_header()) return rc;
+    // Slots left over from a longer earlier head are not this request's headers.
+    s->head.headers.erase(s->head.headers.begin() + static_cast<std::ptrdiff_t>(s->filled), s->head.headers.end());
     s->head.http_minor = llhttp_get_http_minor(p);
     if (int rc = s->check_framing()) return rc;
     s->head.keep_alive = llhttp_should_keep_alive(p);
     s->head.upgrade = llhttp_get_upgrade(p);
     s->head_done = true;
     s->events->on_request_head(std::move(s->head));
+    // Trailer fields after a chunked body come through commit_header too and land in what
+    // the handler left of the head (nothing, if it took it): no slot is filled there yet.
+    s->filled = s->head.headers.size();
     return 0;
   }
   static int on_body(llhttp_t* p, const char* at, size_t len) {
@@ -276,6 +325,15 @@ RequestParser::Status RequestParser::feed(std::string_view data, size_t* consume
 }
 
 void RequestParser::resume() { llhttp_resume(&impl_->parser); }
+
+void RequestParser::recycle(RequestHead& spent) {
+  // Between requests the parser's own head is the one moved to the handler (empty) or a
+  // refused request's, still here; the larger of the two is kept.
+  if (impl_->in_message || spent.headers.capacity() <= impl_->head.headers.capacity()) return;
+  // Only the storage is wanted (the method is short): clear_head resets the rest.
+  impl_->head.headers.swap(spent.headers);
+  impl_->head.target.swap(spent.target);
+}
 const ParseError& RequestParser::error() const { return impl_->error; }
 bool RequestParser::in_message() const { return impl_->in_message; }
 bool RequestParser::head_done() const { return impl_->head_done; }

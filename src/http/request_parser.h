@@ -46,6 +46,11 @@ class RequestParser {
 
   Status feed(std::string_view data, size_t* consumed);
   void resume();
+  // Takes the storage of a head handed over by on_request_head whose reader is done with
+  // it, so that the next request is parsed into its strings and header slots instead of new
+  // ones (large ones are dropped, see request_parser.cpp); spent is left with storage of no
+  // value. Ignored while a request is being parsed.
+  void recycle(RequestHead& spent);
   const ParseError& error() const;
   // True once the first byte of a request arrived and until it completes.
   bool in_message() const;

@@ -200,19 +200,22 @@ ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
 void ProxyExchange::start_attempt() {
   attempts_++;
   upstream::Origin origin{svc_->tls, svc_->host, svc_->port};
-  // The head is the only copy of the key rewrite makes; upstream writes wipe it once written.
-  // head_.headers are only read: a failover builds the next attempt's head from them again.
-  std::string head = rewrite::upstream_head(*svc_,
-                                            {.method = head_.method,
-                                             .rest = route_.rest,
-                                             .query = route_.query,
-                                             .headers = head_.headers,
-                                             .upgrade = tunnel_,
-                                             .framing = framing_,
-                                             .content_length = head_.content_length.value_or(0)},
-                                            lease_->value->view());
   upstream_started_ns_ = uv_hrtime();
-  up_ = env_.client->start(origin, head_.method, &up_handler_);
+  env_.client->start(up_, origin, head_.method, &up_handler_);
+  // The head is the only copy of the key rewrite makes; upstream writes wipe it once written.
+  // It is built into a buffer the connection kept from an earlier request, so a pooled
+  // connection sends it without an allocation. head_.headers are only read: a failover
+  // builds the next attempt's head from them again.
+  std::string head = up_->take_buffer();
+  rewrite::upstream_head_into(head, *svc_,
+                              {.method = head_.method,
+                               .rest = route_.rest,
+                               .query = route_.query,
+                               .headers = head_.headers,
+                               .upgrade = tunnel_,
+                               .framing = framing_,
+                               .content_length = head_.content_length.value_or(0)},
+                              lease_->value->view());
   up_->write(std::move(head));
   if (!replay_.empty()) up_->write(replay_);
   if (request_done_ && framing_ == rewrite::BodyFraming::Chunked) up_->write("0\r\n\r\n");

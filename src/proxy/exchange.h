@@ -36,6 +36,9 @@ class ProxyExchange final : public server::RequestHandler,
   void on_writable() override;
   void on_tunnel_data(std::string_view data) override;
   void on_tunnel_eof() override;
+  // Called once the response ended: nothing reads head_ after that (the upstream exchange
+  // and the lease are gone), so the connection may parse its next request into it.
+  http::RequestHead* spent_head() override { return &head_; }
 
   // API side, forwarded by UpstreamSide (upstream::ExchangeHandler): a separate object
   // because both interfaces name a callback on_writable.
@@ -93,7 +96,7 @@ class ProxyExchange final : public server::RequestHandler,
   std::string storm_scope_;       // see storm_scope()
 
   UpstreamSide up_handler_{*this};
-  std::unique_ptr<upstream::Exchange> up_;
+  std::optional<upstream::Exchange> up_;  // in place: the exchange is not moved while it runs
   rewrite::BodyFraming framing_ = rewrite::BodyFraming::None;
 
   // Request body replay: everything sent so far, while it fits the limit.

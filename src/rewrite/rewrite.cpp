@@ -291,9 +291,16 @@ std::string host_header(const config::ServiceDef& svc) {
 
 std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& req,
                           std::string_view key_value) {
+  std::string head;
+  upstream_head_into(head, svc, req, key_value);
+  return head;
+}
+
+void upstream_head_into(std::string& head, const config::ServiceDef& svc, const ClientRequest& req,
+                        std::string_view key_value) {
   // Sized once and shrunk at the end, never grown: a reallocation would leave an unwiped
-  // copy of the key behind.
-  std::string head(head_size_bound(svc, req, key_value), '\0');
+  // copy of the key behind. Sizing it may reallocate, but only before the key is written.
+  head.resize(head_size_bound(svc, req, key_value));
   SizedWriter out(head.data(), head.size());
   out.append(req.method).push_back(' ');
   append_target(out, svc, req.rest, req.query, key_value);
@@ -302,7 +309,6 @@ std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& re
   append_framing(out, req.framing, req.content_length);
   out.append("\r\n");
   head.resize(out.size());
-  return head;
 }
 
 size_t mask_secret(std::string& text, std::string_view secret) {

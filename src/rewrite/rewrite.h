@@ -45,6 +45,11 @@ struct ClientRequest {
 // or service definition, and injecting it would let that value forge headers.
 std::string upstream_head(const config::ServiceDef& svc, const ClientRequest& req,
                           std::string_view key_value);
+// The same, written over `head` (its contents are replaced, its capacity used when large
+// enough), for a caller that reuses one buffer from request to request. What `head` held
+// must not be a secret: growing it frees the old storage unwiped.
+void upstream_head_into(std::string& head, const config::ServiceDef& svc, const ClientRequest& req,
+                        std::string_view key_value);
 
 // Replaces each occurrence of `secret`, and of its percent-encoded forms (upper- and
 // lower-case hex), with "***". Returns how many were replaced. For buffered error bodies:

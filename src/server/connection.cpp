@@ -430,11 +430,16 @@ void Connection::resume_read() {
 // close. Returns false when the connection will not read another request.
 bool Connection::turn_over() {
   exchange_seq_++;
-  if (handler_) worker_.retire(std::move(handler_));
+  auto done = std::move(handler_);
   if (!keep_alive_ || draining_ || worker_.draining()) {
+    worker_.retire(std::move(done));
     state_ = State::Lingering;
     flush();
     return false;
+  }
+  if (done) {
+    if (http::RequestHead* spent = done->spent_head()) parser_.recycle(*spent);
+    worker_.retire(std::move(done));
   }
   state_ = State::Reading;
   pause_bits_ &= ~(kPausePipeline | kPauseHandler);

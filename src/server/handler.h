@@ -58,6 +58,11 @@ class RequestHandler {
   virtual void on_writable() {}     // downstream queue drained below the low watermark
   virtual void on_tunnel_data(std::string_view) {}  // client bytes after a 101
   virtual void on_tunnel_eof() {}
+  // The exchange is over (response ended, request read) and the connection is about to drop
+  // the handler and read its next request: a handler that kept the request head points at
+  // it, and the connection takes its storage (during this call) to parse the next head into.
+  // The handler must not read its head afterwards.
+  virtual http::RequestHead* spent_head() { return nullptr; }
 };
 
 class HandlerFactory {

@@ -49,6 +49,8 @@ void Exchange::write(std::string bytes) {
   }
 }
 
+std::string Exchange::take_buffer() { return conn_ ? conn_->take_buffer() : std::string(); }
+
 size_t Exchange::queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
 
 void Exchange::pause_read() {
@@ -91,20 +93,32 @@ Client::~Client() {
 
 std::unique_ptr<Exchange> Client::start(const Origin& origin, std::string_view method, ExchangeHandler* handler) {
   auto ex = std::make_unique<Exchange>(Exchange::Key());
+  begin(*ex, origin, method, handler);
+  return ex;
+}
+
+Exchange& Client::start(std::optional<Exchange>& slot, const Origin& origin, std::string_view method,
+                        ExchangeHandler* handler) {
+  slot.reset();  // detaches the previous exchange before the new one takes the slot
+  Exchange& ex = slot.emplace(Exchange::Key());
+  begin(ex, origin, method, handler);
+  return ex;
+}
+
+void Client::begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler) {
   const bool head_request = method == "HEAD";
   origin.key_into(key_buf_);  // a reused buffer: this runs for every proxied request
   if (Connection* c = take_idle(key_buf_)) {
-    ex->reused_ = true;
-    ex->conn_ = c;
-    c->attach(ex.get(), handler, head_request);
-    return ex;
+    ex.reused_ = true;
+    ex.conn_ = c;
+    c->attach(&ex, handler, head_request);
+    return;
   }
   Connection* c = Connection::open(this, loop_, origin, opts_, tls_.get());
   conns_.insert(c);
-  ex->conn_ = c;
-  c->attach(ex.get(), handler, head_request);
+  ex.conn_ = c;
+  c->attach(&ex, handler, head_request);
   c->connect();
-  return ex;
 }
 
 size_t Client::idle_connections() const {

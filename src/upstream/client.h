@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -89,6 +90,9 @@ class Exchange {
   // (OPENSSL_cleanse) once written, so request heads carrying a key leave no copy behind.
   // After an error or once the connection closed, the bytes are wiped and dropped.
   void write(std::string bytes);
+  // An empty buffer for the next write(), with the capacity of one this connection wrote
+  // (and wiped) before: a request head built into it costs no allocation.
+  std::string take_buffer();
   // Bytes given to write() that the socket has not yet taken (for backpressure).
   size_t queued_bytes() const;
   // Stops/restarts reading the response, e.g. while the downstream client is slow. Bytes
@@ -132,6 +136,11 @@ class Client {
   // whether the response can have a body (HEAD). Callbacks run on this loop, never inside
   // start() itself.
   std::unique_ptr<Exchange> start(const Origin& origin, std::string_view method, ExchangeHandler* handler);
+  // The same, in a slot the caller owns (an exchange already there is destroyed first), so
+  // that an exchange per request costs no allocation. The slot must not move while it holds
+  // the exchange: the connection points at it.
+  Exchange& start(std::optional<Exchange>& slot, const Origin& origin, std::string_view method,
+                  ExchangeHandler* handler);
   size_t open_connections() const { return conns_.size(); }
   size_t idle_connections() const;
   // Closes every pooled connection (shutdown).
@@ -145,6 +154,8 @@ class Client {
  private:
   friend class Connection;
   Client(uv_loop_t* loop, ClientOptions opts, std::unique_ptr<tls::ClientContext> tls);
+
+  void begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler);
 
   // Called by connections.
   bool offer_idle(Connection* c);  // false when the origin's pool is full

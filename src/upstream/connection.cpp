@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstring>
+#include <utility>
 
 #include "base/secret.h"
 #include "base/try_send.h"
@@ -450,6 +451,17 @@ void Connection::write(std::string bytes) {
   if (!above_high_ && static_cast<int64_t>(queued_bytes()) > high_watermark_) above_high_ = true;
 }
 
+std::string Connection::take_buffer() { return std::exchange(spare_, std::string()); }
+
+// Keeps the storage of a buffer that was written and wiped, if it is the largest so far and
+// not too large to hold on to (a request body may be megabytes).
+void Connection::keep_buffer(std::string& written) {
+  constexpr size_t kMaxKept = 8 * 1024;
+  if (written.capacity() > kMaxKept || written.capacity() <= spare_.capacity()) return;
+  written.clear();
+  spare_ = std::move(written);
+}
+
 // Hands queued request bytes to the socket (through TLS when there is one).
 void Connection::flush_writes() {
   if (state_ != State::Open || pending_.empty() || closing_) return;
@@ -483,6 +495,7 @@ void Connection::flush_writes() {
     pending_bytes_ -= r.value();
     if (front_offset_ == front.size()) {
       wipe(front);
+      keep_buffer(front);
       pending_.pop_front();
       front_offset_ = 0;
     }
@@ -558,6 +571,7 @@ bool Connection::write_directly(Bufs& bufs, size_t* taken_out) {
   while (whole < bufs.size() && taken >= bufs[whole].size()) {
     taken -= bufs[whole].size();
     wipe(bufs[whole]);
+    keep_buffer(bufs[whole]);
     ++whole;
   }
   bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(whole));

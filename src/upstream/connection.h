@@ -39,6 +39,7 @@ class Connection final : private http::ResponseParser::Sink {
   // The exchange was destroyed: back to the pool if clean, else close.
   void detach();
   void write(std::string bytes);
+  std::string take_buffer();
   // The request was not sent whole (the response came early): never pool this connection.
   void forbid_reuse() { reusable_ = false; }
   size_t queued_bytes() const { return pending_bytes_ + inflight_bytes_; }
@@ -80,6 +81,7 @@ class Connection final : private http::ResponseParser::Sink {
   template <class Bufs>
   bool write_directly(Bufs& bufs, size_t* taken_out);
   void send_tls_output();
+  void keep_buffer(std::string& written);
   void on_write_done(int status, size_t bytes);
   void on_written();
 
@@ -143,6 +145,9 @@ class Connection final : private http::ResponseParser::Sink {
   size_t front_offset_ = 0;  // bytes of pending_.front() already given to TLS
   size_t pending_bytes_ = 0;
   size_t inflight_bytes_ = 0;  // in uv_write requests not yet called back
+  // A written and wiped request buffer kept for take_buffer(): the next request head on this
+  // connection is built into its storage.
+  std::string spare_;
   ErrorKind deferred_kind_ = ErrorKind::Connect;
   std::string deferred_message_;
 };

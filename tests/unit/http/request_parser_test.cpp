@@ -127,3 +127,80 @@ TEST_CASE("request parser: the header limit counts the same however the bytes ar
   RequestParser p(limits, &ev);
   CHECK(feed(p, big, 13).error_status == 431);
 }
+
+TEST_CASE("request parser: a head given back is reused for the next request, with nothing of the old one left") {
+  Events ev;
+  RequestParser p({}, &ev);
+  const std::string token(40, 't');
+  const std::string big(4000, 'b');
+  std::string first = "POST /v1/openai/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+                      "\r\nX-Big: " + big + "\r\nX-Extra: 1\r\nContent-Length: 2\r\n\r\nhi";
+  size_t used = 0;
+  REQUIRE(p.feed(first, &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 1);
+  REQUIRE(ev.heads[0].headers.size() == 5);
+  const char* auth_storage = ev.heads[0].headers[1].value.data();
+  const char* target_storage = ev.heads[0].target.data();
+  p.recycle(ev.heads[0]);
+  p.resume();
+
+  // Fewer headers, a shorter target, the huge header's slot taken by a short one.
+  std::string second = "GET /v1/openai/models/gpt-4o-mini HTTP/1.1\r\nHost: y\r\nAuthorization: Bearer " +
+                       std::string(40, 'u') + "\r\nX-Small: s\r\n\r\n";
+  REQUIRE(p.feed(second, &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 2);
+  const RequestHead& h = ev.heads[1];
+  CHECK(h.method == "GET");
+  CHECK(h.target == "/v1/openai/models/gpt-4o-mini");
+  CHECK(!h.content_length);
+  CHECK(!h.has_body());
+  REQUIRE(h.headers.size() == 3);
+  CHECK(h.headers[0].name == "Host");
+  CHECK(h.headers[0].value == "y");
+  CHECK(h.headers[1].value == "Bearer " + std::string(40, 'u'));
+  CHECK(h.headers[2].name == "X-Small");
+  CHECK(h.headers[2].value == "s");
+  // The storage came back: the same strings hold the new values.
+  CHECK(h.headers[1].value.data() == auth_storage);
+  CHECK(h.target.data() == target_storage);
+  // The huge value's storage was not kept for a short one.
+  CHECK(h.headers[2].value.capacity() < big.size());
+}
+
+TEST_CASE("request parser: a head given back mid-request or smaller than its own is ignored") {
+  Events ev;
+  RequestParser p({}, &ev);
+  size_t used = 0;
+  std::string one = "GET /a HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n";
+  REQUIRE(p.feed(one, &used) == Status::Paused);
+  p.resume();
+  // Half a request: the parser is building a head, which a recycled one must not replace.
+  REQUIRE(p.feed("GET /b HTTP/1.1\r\nHost: y\r\n", &used) == Status::NeedMore);
+  p.recycle(ev.heads[0]);
+  REQUIRE(p.feed("C: 3\r\n\r\n", &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 2);
+  CHECK(ev.heads[1].target == "/b");
+  REQUIRE(ev.heads[1].headers.size() == 2);
+  CHECK(ev.heads[1].headers[0].value == "y");
+  CHECK(ev.heads[1].headers[1].name == "C");
+}
+
+TEST_CASE("request parser: trailers after the head was taken go nowhere, and the next request is clean") {
+  Events ev;
+  RequestParser p({}, &ev);
+  size_t used = 0;
+  std::string chunked = "POST /a HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n0\r\nX-Trailer: evil\r\nY-Trailer: evil\r\n\r\n";
+  REQUIRE(p.feed(chunked, &used) == Status::Paused);
+  CHECK(used == chunked.size());
+  REQUIRE(ev.heads.size() == 1);
+  CHECK(ev.heads[0].headers.size() == 4);
+  CHECK(ev.body == "hello");
+  p.recycle(ev.heads[0]);
+  p.resume();
+  REQUIRE(p.feed("GET /b HTTP/1.1\r\nHost: y\r\n\r\n", &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 2);
+  REQUIRE(ev.heads[1].headers.size() == 1);
+  CHECK(ev.heads[1].headers[0].value == "y");
+  CHECK(!ev.heads[1].chunked);
+}

@@ -325,6 +325,41 @@ TEST_CASE("upstream: keep-alive reuse, and a pooled connection the peer closes i
   CHECK(client->open_connections() == 0);
 }
 
+TEST_CASE("upstream: an exchange in a caller's slot; a pooled connection lends its written buffer back") {
+  std::string seen[2];
+  TestServer server([&](ServerConn& c, int) {
+    for (int i = 0; i < 2; ++i) {
+      if (!c.read_head(&seen[i])) return;
+      c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr" + std::to_string(i));
+    }
+    c.wait_eof();
+  });
+  Loop l;
+  auto client = make_client(&l.loop);
+  std::optional<Exchange> slot;
+  size_t first_capacity = 0;
+  for (int i = 0; i < 2; ++i) {
+    Recorder r;
+    Exchange& ex = client->start(slot, local(server.port), "GET", &r);
+    CHECK(&ex == &*slot);
+    CHECK(ex.reused() == (i == 1));
+    std::string buf = ex.take_buffer();
+    CHECK(buf.empty());
+    if (i == 1) CHECK(buf.capacity() == first_capacity);  // the first request's storage
+    buf.assign(get_request("/long/enough/to/leave/the/small/string/buffer/" + std::to_string(i)));
+    if (i == 0) first_capacity = buf.capacity();
+    ex.write(std::move(buf));
+    REQUIRE(l.run_until([&] { return r.done(); }));
+    CHECK(!r.error);
+    CHECK(r.body == "r" + std::to_string(i));
+    slot.reset();
+    if (i == 0) CHECK(client->idle_connections() == 1);
+  }
+  CHECK(seen[1] == get_request("/long/enough/to/leave/the/small/string/buffer/1"));
+  CHECK(server.accepted == 1);
+  client.reset();
+}
+
 TEST_CASE("upstream: pooled connections expire after pool_idle_ms, close_idle empties the pool") {
   TestServer server([&](ServerConn& c, int) {
     std::string h;
