@@ -447,7 +447,9 @@ void Connection::write(std::string bytes) {
   if (bytes.empty()) return;
   pending_bytes_ += bytes.size();
   pending_.push_back(std::move(bytes));
+  ++in_write_;
   flush_writes();
+  --in_write_;
   if (!above_high_ && static_cast<int64_t>(queued_bytes()) > high_watermark_) above_high_ = true;
 }
 
@@ -659,6 +661,22 @@ void Connection::on_deadline() {
 // Closes first, then tells the handler, so whatever the handler does next (destroy the
 // exchange, write) finds a detached exchange and is a no-op.
 void Connection::fail(ErrorKind kind, std::string message) {
+  if (in_write_ > 0) {
+    // The socket refused bytes inside write(), which the exchange's owner calls in the middle
+    // of its own work (sending a head, then the body held for replay). Told now, it would fail
+    // over or drop the exchange under that caller's feet, which would then send the body a
+    // second time or write through an exchange that is gone. It is told from the loop
+    // instead; until then nothing more is sent, and a response already on its way may still
+    // be read (as when an upstream answers early and stops reading).
+    for (auto& s : pending_) wipe(s);
+    pending_.clear();
+    pending_bytes_ = 0;
+    front_offset_ = 0;
+    write_broken_ = true;
+    reusable_ = false;
+    fail_later(kind, std::move(message));
+    return;
+  }
   ExchangeHandler* h = handler_;
   close();
   log::debug("upstream exchange failed", {{"kind", error_kind_name(kind)}, {"error", message}});

@@ -82,6 +82,11 @@ class ServerConn {
     }
   }
   std::string& buffered() { return buf_; }
+  // The close that follows the script sends a reset instead of a FIN.
+  void reset_on_close() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
 
  private:
   int fd_;
@@ -119,6 +124,7 @@ class TestServer {
   }
   uint16_t port = 0;
   std::atomic<int> accepted{0};
+  std::atomic<int> closed{0};
   std::atomic<int> handshakes_failed{0};
 
  private:
@@ -152,6 +158,7 @@ class TestServer {
         SSL_free(ssl);
       }
       ::close(c);
+      ++closed;
     }
   }
   Script script_;
@@ -358,6 +365,60 @@ TEST_CASE("upstream: an exchange in a caller's slot; a pooled connection lends i
   CHECK(seen[1] == get_request("/long/enough/to/leave/the/small/string/buffer/1"));
   CHECK(server.accepted == 1);
   client.reset();
+}
+
+// A pooled connection whose peer reset it while the loop was busy elsewhere: the first write
+// fails in the kernel. The exchange's owner calls write() in the middle of its own work
+// (ProxyExchange writes the head, then the held body); an error handed back inside that call
+// made it fail over under its own feet and send the body twice, or write through an exchange
+// it had just dropped.
+TEST_CASE("upstream: a write the socket refuses is reported from the loop, never inside write()") {
+  std::atomic<bool> answered{false};
+  TestServer server([&](ServerConn& c, int) {
+    std::string h;
+    if (!c.read_head(&h)) return;
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    // Reset only once the client has read the answer: a reset discards unread bytes.
+    for (int i = 0; i < 3000 && !answered; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    c.reset_on_close();
+  });
+  Loop l;
+  auto client = make_client(&l.loop);
+  {
+    Recorder r;
+    auto ex = client->start(local(server.port), "GET", &r);
+    ex->write(get_request());
+    REQUIRE(l.run_until([&] { return r.done(); }));
+    REQUIRE(!r.error);
+    ex.reset();
+    REQUIRE(client->idle_connections() == 1);
+  }
+  answered = true;
+  // Wait for the reset without running the loop, so the pool has not seen it yet.
+  for (int i = 0; i < 3000 && server.closed == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  REQUIRE(server.closed == 1);
+
+  struct Watcher : Recorder {
+    bool inside_write = false;
+    bool called_inside = false;
+    void on_error(ErrorKind k, const std::string& m) override {
+      if (inside_write) called_inside = true;
+      Recorder::on_error(k, m);
+    }
+  } w;
+  auto ex = client->start(local(server.port), "GET", &w);
+  REQUIRE(ex->reused());
+  w.inside_write = true;
+  ex->write(get_request());
+  ex->write("and the body after it");
+  w.inside_write = false;
+  CHECK_FALSE(w.called_inside);
+  CHECK_FALSE(w.error);
+  REQUIRE(l.run_until([&] { return w.done(); }));
+  CHECK(w.error == ErrorKind::Closed);
+  CHECK(w.ends == 0);
+  ex.reset();
+  CHECK(l.run_until([&] { return client->open_connections() == 0; }));
 }
 
 TEST_CASE("upstream: pooled connections expire after pool_idle_ms, close_idle empties the pool") {
