@@ -68,11 +68,9 @@ std::optional<Credential> from_authorization(std::string_view value) {
   return std::nullopt;
 }
 
-std::optional<Credential> from_header(const http::Headers& headers, std::string_view name,
-                                      CredentialSource source) {
-  auto v = http::find_header(headers, name);
-  if (!v) return std::nullopt;
-  auto cred = trim(*v);
+std::optional<Credential> from_header(const std::string* value, CredentialSource source) {
+  if (!value) return std::nullopt;
+  auto cred = trim(*value);
   if (cred.empty()) return std::nullopt;
   return Credential(cred, source);
 }
@@ -103,10 +101,29 @@ Error unauthorized(std::string message) {
 }  // namespace
 
 std::optional<Credential> extract_credential(const http::Headers& headers, std::string_view query) {
-  if (auto v = http::find_header(headers, "authorization"))
-    if (auto c = from_authorization(*v)) return c;
-  if (auto c = from_header(headers, "x-api-key", CredentialSource::XApiKey)) return c;
-  if (auto c = from_header(headers, "xi-api-key", CredentialSource::XiApiKey)) return c;
+  // One pass. The first Authorization comes before everything else, so a usable one ends
+  // the search; otherwise the first X-Api-Key, then the first Xi-Api-Key, are tried after.
+  bool authorization_seen = false;
+  const std::string *x_api_key = nullptr, *xi_api_key = nullptr;
+  for (const auto& h : headers) {
+    switch (http::field_id(h)) {
+      case http::FieldId::Authorization:
+        if (authorization_seen) break;
+        authorization_seen = true;
+        if (auto c = from_authorization(h.value)) return c;
+        break;
+      case http::FieldId::XApiKey:
+        if (!x_api_key) x_api_key = &h.value;
+        break;
+      case http::FieldId::XiApiKey:
+        if (!xi_api_key) xi_api_key = &h.value;
+        break;
+      default:
+        break;
+    }
+  }
+  if (auto c = from_header(x_api_key, CredentialSource::XApiKey)) return c;
+  if (auto c = from_header(xi_api_key, CredentialSource::XiApiKey)) return c;
   auto q = query_api_key(query);
   if (q && !q->empty()) return Credential(std::move(*q), CredentialSource::QueryApiKey);
   return std::nullopt;

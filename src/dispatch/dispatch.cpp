@@ -28,6 +28,18 @@ class Refusal final : public server::RequestHandler {
   void on_abort() override {}
 };
 
+// Upgrade: h2c, or the HTTP2-Settings that only such an upgrade sends. One pass by id:
+// this runs for every request.
+bool asks_for_h2c(const http::Headers& headers) {
+  for (const auto& h : headers) {
+    const http::FieldId id = http::field_id(h);
+    if (id == http::FieldId::Http2Settings ||
+        (id == http::FieldId::Upgrade && http::list_has_token(h.value, "h2c")))
+      return true;
+  }
+  return false;
+}
+
 class Factory final : public server::HandlerFactory {
  public:
   Factory(state::App& app, server::Worker& worker, upstream::Client* client)
@@ -38,8 +50,7 @@ class Factory final : public server::HandlerFactory {
     // CONNECT would make keypool a tunnel to anywhere; TRACE echoes credentials back.
     if (head.method == "CONNECT" || head.method == "TRACE")
       return std::make_shared<Refusal>(sink, 405, "method_not_allowed", head.method + " is not supported");
-    if (http::header_has_token(head.headers, "upgrade", "h2c") ||
-        http::count_header(head.headers, "http2-settings"))
+    if (asks_for_h2c(head.headers))
       return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "h2c upgrades are not supported");
     auto route = router::route(head.method, head.target);
     if (!route) {

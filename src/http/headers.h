@@ -1,6 +1,7 @@
 #pragma once
 // Header list as received or to be sent: order and duplicates preserved, names compared
 // case-insensitively. A vector beats a map for the ~10-30 headers of a typical request.
+#include <cassert>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,14 +11,66 @@
 
 namespace keypool::http {
 
+// The names keypool looks up or filters. The parsers classify each name once, when it is
+// complete, so the filters and lookups that run for every header of every message compare
+// one byte instead of the name. Every id but Unclassified and Other stands for exactly one
+// name: equal ids mean equal names, which ConnectionTokens relies on.
+enum class FieldId : uint8_t {
+  Unclassified,  // not classified yet (a header built in code): field_id() looks at the name
+  Other,         // a name not listed below
+  // Framing and routing.
+  Host,
+  ContentLength,
+  TransferEncoding,
+  Expect,
+  // Hop-by-hop (RFC 9110 §7.6.1), plus the legacy Proxy-Connection.
+  Connection,
+  KeepAlive,
+  ProxyConnection,
+  Te,
+  Trailer,
+  Upgrade,
+  ProxyAuthenticate,
+  ProxyAuthorization,
+  Http2Settings,
+  // Where callers put their credentials.
+  Authorization,
+  XApiKey,
+  XiApiKey,
+  ApiKey,
+  // Read from responses, or written by keypool.
+  ContentType,
+  RetryAfter,
+  XKeypoolSession,
+  XKeypoolKeyId,
+};
+
+// Case-insensitive; Other for any name not listed (never Unclassified).
+FieldId classify_field(std::string_view name);
+
 struct Header {
   std::string name;
   std::string value;
+  // What `name` is. The parsers set it with the name; headers built in code (aggregate
+  // initialisation, config, canned responses) leave it Unclassified and field_id()
+  // classifies their name when asked. So a forgotten id costs a compare but can never make
+  // a hop-by-hop, credential or framing filter miss a header. The one trap is changing the
+  // name of a Header that has an id: whoever does (reused parser slots, put_header) resets
+  // the id with it; debug builds assert that ids match their names.
+  FieldId id = FieldId::Unclassified;
 };
 using Headers = std::vector<Header>;
 
+// Consumers read ids through this, never through Header::id.
+inline FieldId field_id(const Header& h) {
+  assert(h.id == FieldId::Unclassified || h.id == classify_field(h.name));
+  return h.id != FieldId::Unclassified ? h.id : classify_field(h.name);
+}
+
 // First value of a header, case-insensitive name match.
 std::optional<std::string_view> find_header(const Headers& h, std::string_view name);
+// The same for a listed name (not Other or Unclassified), without comparing names.
+std::optional<std::string_view> find_header(const Headers& h, FieldId id);
 size_t count_header(const Headers& h, std::string_view name);
 void remove_header(Headers& h, std::string_view name);
 // True when a comma-separated header (Connection, Transfer-Encoding) lists token.
@@ -27,18 +80,24 @@ bool header_has_token(const Headers& h, std::string_view name, std::string_view 
 bool list_has_token(std::string_view list, std::string_view token);
 
 // The fields a message's Connection headers name, which are hop-by-hop like Connection
-// itself (RFC 9110 §7.6.1). Read once per message, then asked about each header. The items
-// are copied (short: "keep-alive", "close"), so the headers may be moved or dropped while it
-// is in use; their lengths are kept so that most names are answered without a search.
+// itself (RFC 9110 §7.6.1). Read once per message, then asked about each header; it keeps
+// what it needs, so the headers may be moved or dropped while it is in use. Items that are
+// listed names (keep-alive, upgrade) become a set of ids, and a listed header is answered
+// by one bit test; the other items ("close", "x-trace") are copied (short), and an unlisted
+// header is searched for only when one of them has its length.
 class ConnectionTokens {
  public:
   ConnectionTokens() = default;  // names nothing
   explicit ConnectionTokens(const Headers& headers);
-  bool names(std::string_view field) const;
+  bool names(const Header& field) const { return names(field_id(field), field.name); }
+  bool names(std::string_view field) const { return names(classify_field(field), field); }
 
  private:
-  std::string items_;    // every Connection value, joined by ','
-  uint64_t lengths_ = 0;  // bit n: an item n bytes long (63 stands for longer ones too)
+  bool names(FieldId id, std::string_view name) const;
+
+  std::string items_;     // the items of no listed name, joined by ','
+  uint64_t listed_ = 0;   // bit n: an item is the listed name with FieldId n
+  uint64_t lengths_ = 0;  // bit n: an unlisted item n bytes long (63 stands for longer ones too)
 };
 
 }  // namespace keypool::http

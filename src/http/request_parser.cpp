@@ -1,6 +1,7 @@
 #include "http/request_parser.h"
 
 #include <llhttp.h>
+#include <string.h>
 
 #include "base/strings.h"
 
@@ -68,6 +69,7 @@ struct RequestParser::Impl {
     // Built in place: a temporary Header moved into the vector copies both strings again.
     auto& h = next_slot();
     h.name = std::move(field);
+    h.id = classify_field(h.name);  // once here, not at every lookup downstream
     h.value.assign(trim(value));
     field.clear();
     value.clear();
@@ -227,12 +229,18 @@ int RequestParser::Impl::check_framing() {
   for (const auto& h : head.headers) {
     if (h.name.empty()) return fail(400, "bad_header", "empty header name");
     if (has_line_control(h.value)) return fail(400, "bad_header", "control character in header value");
-    if (iequals(h.name, "content-length")) {
-      if (cl++ == 0) cl_value = h.value;
-    } else if (iequals(h.name, "transfer-encoding")) {
-      if (te++ == 0) te_value = h.value;
-    } else if (iequals(h.name, "host")) {
-      ++hosts;
+    switch (field_id(h)) {
+      case FieldId::ContentLength:
+        if (cl++ == 0) cl_value = h.value;
+        break;
+      case FieldId::TransferEncoding:
+        if (te++ == 0) te_value = h.value;
+        break;
+      case FieldId::Host:
+        ++hosts;
+        break;
+      default:
+        break;
     }
   }
   if (cl > 1) return fail(400, "bad_framing", "repeated Content-Length");
@@ -327,6 +335,23 @@ RequestParser::Status RequestParser::feed(std::string_view data, size_t* consume
 void RequestParser::resume() { llhttp_resume(&impl_->parser); }
 
 void RequestParser::recycle(RequestHead& spent) {
+  // The head held the caller's credential (a header, or api_key in the query). Kept for reuse,
+  // its storage lives on with the connection; those bytes are wiped now rather than left for
+  // the next request to overwrite, or not.
+  for (auto& h : spent.headers) {
+    switch (field_id(h)) {
+      case FieldId::Authorization:
+      case FieldId::ProxyAuthorization:
+      case FieldId::XApiKey:
+      case FieldId::XiApiKey:
+      case FieldId::ApiKey:
+        explicit_bzero(h.value.data(), h.value.size());
+        break;
+      default:
+        break;
+    }
+  }
+  if (spent.target.find('?') != std::string::npos) explicit_bzero(spent.target.data(), spent.target.size());
   // Between requests the parser's own head is the one moved to the handler (empty) or a
   // refused request's, still here; the larger of the two is kept.
   if (impl_->in_message || spent.headers.capacity() <= impl_->head.headers.capacity()) return;

@@ -88,6 +88,9 @@ struct ResponseParser::Impl {
       } else {
         recycle(head.headers[filled].name);
         recycle(head.headers[filled].value);
+        // The previous response's id must not outlive its name (on_header_complete sets
+        // the new one): a stale id would steer the filters by a name no longer there.
+        head.headers[filled].id = FieldId::Unclassified;
       }
     }
     return head.headers[filled];
@@ -104,7 +107,9 @@ struct ResponseParser::Impl {
     // Each line costs its separators too, so many empty headers still hit the byte limit.
     header_bytes += 4;
     if (filled >= limits.max_headers) return too_many_headers();
-    trim_in_place(building_header().value);
+    Header& h = building_header();
+    trim_in_place(h.value);
+    h.id = classify_field(h.name);  // once here, not at every lookup downstream
     building = false;
     ++filled;
     return HPE_OK;

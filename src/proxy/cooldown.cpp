@@ -130,7 +130,7 @@ std::optional<int64_t> parse_go_duration_ms(std::string_view s) {
 }
 
 std::optional<int64_t> cooldown_ms(const http::Headers& headers, int64_t now_ms) {
-  if (auto ra = http::find_header(headers, "retry-after")) {
+  if (auto ra = http::find_header(headers, http::FieldId::RetryAfter)) {
     if (auto secs = parse_uint(trim(*ra)))  // capped before scaling so it cannot overflow
       return clamp_ms(std::min<int64_t>(*secs, kMaxCooldownMs / 1000) * 1000);
     if (auto at = parse_http_date_ms(trim(*ra))) return clamp_ms(*at - now_ms);

@@ -23,16 +23,22 @@ bool failover_status(int status) {
 }
 
 // Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
-// itself. Switched on the length first: most names have no candidate of their length.
-bool hop_only_response_header(std::string_view name, bool tunnel) {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "trailer") || (!tunnel && iequals(name, "upgrade"));
-    case 10: return iequals(name, "keep-alive") || (!tunnel && iequals(name, "connection"));
-    case 14: return iequals(name, "content-length");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
+// itself.
+bool hop_only_response_header(http::FieldId id, bool tunnel) {
+  using http::FieldId;
+  switch (id) {
+    case FieldId::Te:
+    case FieldId::Trailer:
+    case FieldId::KeepAlive:
+    case FieldId::ContentLength:
+    case FieldId::ProxyConnection:
+    case FieldId::TransferEncoding:
+      return true;
+    case FieldId::Upgrade:
+    case FieldId::Connection:
+      return !tunnel;
+    default:
+      return false;
   }
 }
 
@@ -43,8 +49,8 @@ size_t keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
   const auto named = tunnel ? http::ConnectionTokens() : http::ConnectionTokens(headers);
   size_t kept = 0;
   for (size_t i = 0; i < headers.size(); ++i) {
-    const auto& name = headers[i].name;
-    if (hop_only_response_header(name, tunnel) || named.names(name)) continue;
+    const auto& h = headers[i];
+    if (hop_only_response_header(http::field_id(h), tunnel) || named.names(h)) continue;
     if (kept != i) headers[kept] = std::move(headers[i]);
     ++kept;
   }
@@ -56,6 +62,7 @@ size_t keep_end_to_end_headers(http::Headers& headers, bool tunnel) {
 size_t put_header(http::Headers& headers, size_t at, std::string_view name, std::string_view value) {
   if (at == headers.size()) headers.emplace_back();
   headers[at].name.assign(name);
+  headers[at].id = http::FieldId::Unclassified;  // the slot's old id was for the old name
   headers[at].value.assign(value);
   return at + 1;
 }
@@ -161,7 +168,7 @@ pool::QueryView ProxyExchange::pool_query() const {
   q.service = svc_->name;
   q.fallback_rpm = svc_->rate_limit_rpm;
   q.exclude = tried_;
-  if (auto s = http::find_header(head_.headers, "x-keypool-session")) q.affinity = *s;
+  if (auto s = http::find_header(head_.headers, http::FieldId::XKeypoolSession)) q.affinity = *s;
   return q;
 }
 
@@ -317,7 +324,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   if (!sink_) return;
   streaming_ = true;
   bool switching = tunnel_ && head.status == 101;
-  usage_.emplace(http::find_header(head.headers, "content-type").value_or(""));
+  usage_.emplace(http::find_header(head.headers, http::FieldId::ContentType).value_or(""));
   http::Headers& headers = head.headers;
   // The headers keypool adds go into the slots of dropped ones: on a keep-alive upstream
   // connection those strings already have room, so adding them allocates nothing.

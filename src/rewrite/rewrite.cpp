@@ -23,33 +23,44 @@ namespace {
 //   proxy chose. Expect is dropped because the downstream server answers "100 Continue"
 //   itself and the body is streamed to the upstream as it arrives.
 // - keypool's own control headers (X-Keypool-*).
-// Switched on the length first: this runs for every client header of every request, and
-// most names have no candidate of their length.
-bool fixed_downstream_name(std::string_view name) {
-  constexpr std::string_view kControlPrefix = "x-keypool-";
-  if (name.size() >= kControlPrefix.size() && iequals(name.substr(0, kControlPrefix.size()), kControlPrefix))
-    return true;
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 4: return iequals(name, "host");
-    case 6: return iequals(name, "expect");
-    case 7: return iequals(name, "trailer") || iequals(name, "api-key") || iequals(name, "upgrade");
-    case 9: return iequals(name, "x-api-key");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive") || iequals(name, "xi-api-key");
-    case 13: return iequals(name, "authorization");
-    case 14: return iequals(name, "content-length");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    case 18: return iequals(name, "proxy-authenticate");
-    case 19: return iequals(name, "proxy-authorization");
-    default: return false;
+// Switched on the id the parser gave the name; only names of no listed id are looked at
+// again, for the control prefix.
+bool fixed_downstream_name(http::FieldId id, std::string_view name) {
+  using http::FieldId;
+  switch (id) {
+    case FieldId::Te:
+    case FieldId::Host:
+    case FieldId::Expect:
+    case FieldId::Trailer:
+    case FieldId::ApiKey:
+    case FieldId::Upgrade:
+    case FieldId::XApiKey:
+    case FieldId::Connection:
+    case FieldId::KeepAlive:
+    case FieldId::XiApiKey:
+    case FieldId::Authorization:
+    case FieldId::ContentLength:
+    case FieldId::ProxyConnection:
+    case FieldId::TransferEncoding:
+    case FieldId::ProxyAuthenticate:
+    case FieldId::ProxyAuthorization:
+      return true;
+    default: {
+      // Every other id too, not just Other: an X-Keypool-* name given an id of its own
+      // (X-Keypool-Session) must still stay here.
+      constexpr std::string_view kControlPrefix = "x-keypool-";
+      return name.size() >= kControlPrefix.size() && ascii_lower(name[0]) == 'x' &&
+             iequals(name.substr(0, kControlPrefix.size()), kControlPrefix);
+    }
   }
 }
 
-bool stays_downstream(std::string_view name, const http::ConnectionTokens& connection, bool upgrade) {
+bool stays_downstream(const http::Header& h, const http::ConnectionTokens& connection,
+                      bool upgrade) {
+  const http::FieldId id = http::field_id(h);
   // A WebSocket handshake needs its Upgrade upstream, even though Connection names it.
-  if (upgrade && iequals(name, "upgrade")) return false;
-  return fixed_downstream_name(name) || connection.names(name);
+  if (upgrade && id == http::FieldId::Upgrade) return false;
+  return fixed_downstream_name(id, h.name) || connection.names(h);
 }
 
 bool is_fixed(std::string_view name, const config::ServiceDef& svc) {
@@ -232,7 +243,7 @@ void append_headers(SizedWriter& out, const config::ServiceDef& svc, const Clien
   }
   const http::ConnectionTokens connection(req.headers);
   for (const auto& h : req.headers)
-    if (!stays_downstream(h.name, connection, req.upgrade) && !is_fixed(h.name, svc))
+    if (!stays_downstream(h, connection, req.upgrade) && !is_fixed(h.name, svc))
       append_header(out, h.name, h.value);
   auto auth = auth_header(svc.auth_scheme);
   for (const auto& f : svc.headers)

@@ -69,7 +69,7 @@ std::string canned_error(int status, std::string_view code, std::string_view mes
   return out + body;
 }
 
-bool header_value_is(const http::Headers& h, std::string_view name, std::string_view value) {
+bool header_value_is(const http::Headers& h, http::FieldId name, std::string_view value) {
   auto v = http::find_header(h, name);
   return v && iequals(trim(*v), value);
 }
@@ -270,7 +270,7 @@ void Connection::on_request_head(http::RequestHead&& head) {
   if (head.upgrade) keep_alive_ = false;  // after a refused upgrade the stream is not HTTP
   head_request_ = head.method == "HEAD";
   bool expect_continue = head.http_minor == 1 && head.has_body() &&
-                         header_value_is(head.headers, "expect", "100-continue");
+                         header_value_is(head.headers, http::FieldId::Expect, "100-continue");
   handler_ = worker_.factory().on_request(head, *this);
   // The client waits for our go-ahead before sending the body; the handler did not refuse.
   if (expect_continue && !head_sent_ && state_ == State::Responding) write_now("HTTP/1.1 100 Continue\r\n\r\n");

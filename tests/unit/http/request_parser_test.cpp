@@ -204,3 +204,64 @@ TEST_CASE("request parser: trailers after the head was taken go nowhere, and the
   CHECK(ev.heads[1].headers[0].value == "y");
   CHECK(!ev.heads[1].chunked);
 }
+
+// The storage of a recycled head lives on with the connection: the caller's credential in it
+// (a header, or api_key in the query) is wiped at once, not left until a later request
+// happens to overwrite it.
+TEST_CASE("request parser: a recycled head's credentials are wiped") {
+  Events ev;
+  RequestParser p({}, &ev);
+  size_t used = 0;
+  REQUIRE(p.feed("GET /v1/x?api_key=kp_query_secret_0123456789 HTTP/1.1\r\nHost: x\r\n"
+                 "Authorization: Bearer kp_header_secret_0123456789\r\nX-Api-Key: kp_other_secret_0123456789\r\n"
+                 "User-Agent: sdk-user-agent/1.2.3\r\n\r\n",
+                 &used) == Status::Paused);
+  REQUIRE(ev.heads.size() == 1);
+  RequestHead& head = ev.heads[0];
+  REQUIRE(head.headers.size() == 4);
+  struct Span {
+    const char* at;
+    size_t n;
+    bool zero() const { return std::string_view(at, n) == std::string(n, '\0'); }
+  };
+  const Span target{head.target.data(), head.target.size()};
+  const Span auth{head.headers[1].value.data(), head.headers[1].value.size()};
+  const Span api_key{head.headers[2].value.data(), head.headers[2].value.size()};
+  const Span agent{head.headers[3].value.data(), head.headers[3].value.size()};
+  p.recycle(head);  // the parser now owns that storage, untouched until the next request
+  CHECK(target.zero());
+  CHECK(auth.zero());
+  CHECK(api_key.zero());
+  CHECK(std::string_view(agent.at, agent.n) == "sdk-user-agent/1.2.3");  // not a credential: left
+}
+
+TEST_CASE("request parser: classifies each header name once, in any case and split") {
+  using keypool::http::classify_field;
+  using keypool::http::FieldId;
+  const std::string a =
+      "POST /a HTTP/1.1\r\nhOST: x\r\nContent-LENGTH: 0\r\nX-Api-Key: k\r\nUser-Agent: u\r\n"
+      "CONNECTION: keep-alive\r\n\r\n";
+  // The same positions under other names: nothing of the first request's ids may remain.
+  const std::string b =
+      "GET /b HTTP/1.1\r\nUser-Agent: u\r\nHost: x\r\nx-keypool-session: s\r\nAuthorization: t\r\n"
+      "Accept: */*\r\n\r\n";
+  for (size_t step : {a.size() + b.size(), size_t{1}, size_t{3}}) {
+    CAPTURE(step);
+    Events ev;
+    RequestParser p({}, &ev);
+    CHECK(feed(p, a, step).status == Status::Paused);
+    p.resume();
+    CHECK(feed(p, b, step).status == Status::Paused);
+    REQUIRE(ev.heads.size() == 2);
+    const std::vector<FieldId> want_a = {FieldId::Host, FieldId::ContentLength, FieldId::XApiKey,
+                                         FieldId::Other, FieldId::Connection};
+    const std::vector<FieldId> want_b = {FieldId::Other, FieldId::Host, FieldId::XKeypoolSession,
+                                         FieldId::Authorization, FieldId::Other};
+    REQUIRE(ev.heads[0].headers.size() == want_a.size());
+    REQUIRE(ev.heads[1].headers.size() == want_b.size());
+    for (size_t i = 0; i < want_a.size(); ++i) CHECK(ev.heads[0].headers[i].id == want_a[i]);
+    for (size_t i = 0; i < want_b.size(); ++i) CHECK(ev.heads[1].headers[i].id == want_b[i]);
+    for (const auto& head : ev.heads)
+      for (const auto& h : head.headers) CHECK(h.id == classify_field(h.name));
+  }
+}

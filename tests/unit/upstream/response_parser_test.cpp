@@ -278,6 +278,45 @@ TEST_CASE("response parser: a reused connection shows only the current response'
   CHECK(same_headers(rw.seen[4], nginx_headers()));
 }
 
+TEST_CASE("response parser: names in reused slots get fresh ids") {
+  using keypool::http::classify_field;
+  using keypool::http::FieldId;
+  // Each slot holds a listed name in one response and another (or none) in the next: a
+  // stale id would make the proxy drop or keep a header by a name no longer there.
+  const std::string first =
+      "HTTP/1.1 200 OK\r\nCONNECTION: keep-alive\r\ncontent-type: text/plain\r\nRetry-After: 1\r\n"
+      "Content-Length: 0\r\n\r\n";
+  const std::string second =
+      "HTTP/1.1 200 OK\r\nX-Other: 1\r\nContent-Typo: x\r\nTRANSFER-ENCODING: chunked\r\n"
+      "Keep-Alive: timeout=5\r\n\r\n0\r\n\r\n";
+  const std::string third = "HTTP/1.1 200 OK\r\nx-keypool-key-id: 7\r\nContent-Length: 0\r\n\r\n";
+  for (bool bytewise : {false, true}) {
+    CAPTURE(bytewise);
+    Rewriter rw;  // also moves slots around and adds an unclassified header, as the proxy does
+    ResponseParser p(&rw);
+    for (const auto* msg : {&first, &second, &third, &first}) {
+      p.reset(false);
+      CHECK((bytewise ? feed_bytewise(p, *msg) : p.feed(*msg).status) == ParseStatus::Complete);
+    }
+    REQUIRE(rw.seen.size() == 4);
+    auto ids = [](const keypool::http::Headers& h) {
+      std::vector<FieldId> out;
+      for (const auto& f : h) out.push_back(f.id);
+      return out;
+    };
+    const std::vector<FieldId> want_first = {FieldId::Connection, FieldId::ContentType,
+                                             FieldId::RetryAfter, FieldId::ContentLength};
+    CHECK(ids(rw.seen[0]) == want_first);
+    const std::vector<FieldId> want_second = {FieldId::Other, FieldId::Other,
+                                              FieldId::TransferEncoding, FieldId::KeepAlive};
+    CHECK(ids(rw.seen[1]) == want_second);
+    CHECK(ids(rw.seen[2]) == std::vector<FieldId>{FieldId::XKeypoolKeyId, FieldId::ContentLength});
+    CHECK(ids(rw.seen[3]) == want_first);
+    for (const auto& head : rw.seen)
+      for (const auto& h : head) CHECK(h.id == classify_field(h.name));
+  }
+}
+
 TEST_CASE("response parser: a sink may take the headers away") {
   struct Taker : ResponseParser::Sink {
     keypool::http::Headers taken;
