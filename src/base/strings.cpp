@@ -44,6 +44,34 @@ uint64_t ascii_lower8(uint64_t x) {
 
 // Words of eight (or four) bytes, the last one overlapping the one before, so that no
 // length needs a byte loop beyond three.
+namespace {
+
+constexpr uint64_t kOnes = 0x0101010101010101ULL;
+constexpr uint64_t kHighs = 0x8080808080808080ULL;
+
+// Nonzero when a byte of v is zero. Exact as a yes/no answer: a borrow can only mark bytes
+// above a byte that really is zero.
+constexpr uint64_t zero_byte(uint64_t v) { return (v - kOnes) & ~v & kHighs; }
+
+bool word_has_nul_cr_lf(uint64_t v) {
+  return (zero_byte(v) | zero_byte(v ^ (kOnes * '\r')) | zero_byte(v ^ (kOnes * '\n'))) != 0;
+}
+
+}  // namespace
+
+bool has_nul_cr_lf(std::string_view s) {
+  const char* p = s.data();
+  const size_t n = s.size();
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 < n; i += 8)
+      if (word_has_nul_cr_lf(load8(p + i))) return true;
+    return word_has_nul_cr_lf(load8(p + n - 8));  // the tail as an overlapping last word
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n') return true;
+  return false;
+}
+
 bool detail::iequals_n(const char* a, const char* b, size_t n) {
   if (n >= 8) {
     for (size_t i = 0; i + 8 < n; i += 8)

@@ -29,6 +29,9 @@ inline std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
 }
+// NUL, CR or LF anywhere in s: the bytes that could end or forge a header line. Eight bytes
+// a step; every header value of every request goes through it.
+bool has_nul_cr_lf(std::string_view s);
 std::vector<std::string_view> split(std::string_view s, char sep);
 bool starts_with(std::string_view s, std::string_view prefix);
 // Parses a non-negative decimal integer that fits in int64; rejects signs, spaces, overflow.

@@ -53,3 +53,33 @@ TEST_CASE("strings: iequals agrees with the byte-by-byte definition") {
     }
   }
 }
+
+// has_nul_cr_lf reads eight bytes a step with a borrow trick, and the tail as an overlapping
+// word: checked against the plain definition with every byte value at every position of
+// every length up to 40, over a background of bytes next to the targets (0x01, 0x0c, 0x0e,
+// 0x8d, 0xff) that a sloppy bit trick would confuse with them.
+TEST_CASE("strings: has_nul_cr_lf agrees with the byte-by-byte definition") {
+  using keypool::has_nul_cr_lf;
+  auto bytewise = [](std::string_view s) {
+    for (char c : s)
+      if (c == '\0' || c == '\r' || c == '\n') return true;
+    return false;
+  };
+  const std::string background = "\x01\x0c\x0e\x8d\xff" "abc\x09 \x8a\x0b";
+  for (size_t n = 0; n <= 40; ++n) {
+    std::string s(n, 'x');
+    for (size_t i = 0; i < n; ++i) s[i] = background[i % background.size()];
+    CHECK(has_nul_cr_lf(s) == bytewise(s));
+    CHECK_FALSE(has_nul_cr_lf(s));
+    for (size_t at = 0; at < n; ++at) {
+      const char keep = s[at];
+      for (int b = 0; b < 256; ++b) {
+        s[at] = static_cast<char>(b);
+        if (has_nul_cr_lf(s) != bytewise(s)) {
+          FAIL_CHECK("n=" << n << " at=" << at << " byte=" << b);
+        }
+      }
+      s[at] = keep;
+    }
+  }
+}
