@@ -143,6 +143,8 @@ class Client {
                   ExchangeHandler* handler);
   size_t open_connections() const { return conns_.size(); }
   size_t idle_connections() const;
+  // Name lookups started so far (an origin given as an IP address needs none).
+  uint64_t dns_lookups() const { return dns_lookups_; }
   // Closes every pooled connection (shutdown).
   void close_idle();
   // Closes everything. Exchanges should be destroyed first; any left are cut loose silently.
@@ -169,6 +171,7 @@ class Client {
   // Idle connections per origin key, most recently used at the back (it is the warmest).
   std::unordered_map<std::string, std::vector<Connection*>> idle_;
   std::string key_buf_;  // start()'s scratch for the origin key
+  uint64_t dns_lookups_ = 0;  // counted by connections as they start a lookup
 };
 
 }  // namespace keypool::upstream

@@ -113,12 +113,23 @@ std::string Connection::where() const { return origin_.host + ":" + std::to_stri
 
 void Connection::connect() {
   arm_timer(TimerPurpose::Connect, connect_timeout_ms_);
+  const std::string host = strip_brackets(origin_.host);
+  // An address needs no lookup: getaddrinfo runs on libuv's thread pool, a round trip through
+  // another thread (and a queue behind any slow lookup) before every new connection.
+  sockaddr_storage literal{};
+  if (uv_ip4_addr(host.c_str(), origin_.port, reinterpret_cast<sockaddr_in*>(&literal)) == 0 ||
+      uv_ip6_addr(host.c_str(), origin_.port, reinterpret_cast<sockaddr_in6*>(&literal)) == 0) {
+    addrs_.push_back(literal);
+    state_ = State::Connecting;
+    try_next_address();  // reports through callbacks only, never from inside this call
+    return;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_protocol = IPPROTO_TCP;
-  const std::string host = strip_brackets(origin_.host);
   const std::string port = std::to_string(origin_.port);
+  if (client_) ++client_->dns_lookups_;
   int r = uv_getaddrinfo(
       loop_, &gai_,
       [](uv_getaddrinfo_t* req, int status, struct addrinfo* res) {

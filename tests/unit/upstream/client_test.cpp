@@ -274,6 +274,29 @@ TEST_CASE("upstream: GET with a Content-Length response") {
   }
 }
 
+// A lookup goes through libuv's thread pool: an origin given as an address skips it.
+TEST_CASE("upstream: an IP address is connected to without a name lookup; a name is looked up") {
+  TestServer server([&](ServerConn& c, int) {
+    std::string h;
+    if (!c.read_head(&h)) return;
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  });
+  Loop l;
+  auto client = make_client(&l.loop);
+  for (const std::string host : {"127.0.0.1", "localhost"}) {
+    CAPTURE(host);
+    Recorder r;
+    auto ex = client->start(local(server.port, false, host), "GET", &r);
+    ex->write(get_request());
+    REQUIRE(l.run_until([&] { return r.done(); }));
+    CHECK(!r.error);
+    CHECK(r.body == "ok");
+    ex.reset();
+    CHECK(client->dns_lookups() == (host == "localhost" ? 1u : 0u));
+  }
+  CHECK(server.accepted == 2);
+}
+
 TEST_CASE("upstream: chunked response delivered in pieces") {
   TestServer server([&](ServerConn& c, int) {
     std::string h;
