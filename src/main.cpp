@@ -40,6 +40,7 @@ upstream::ClientOptions client_options(const config::Config& cfg) {
   o.head_timeout_ms = cfg.timeouts.upstream_head_ms;
   o.idle_timeout_ms = cfg.timeouts.upstream_idle_ms;
   o.pool_idle_ms = cfg.timeouts.upstream_pool_idle_ms;
+  o.dns_cache_ms = cfg.timeouts.upstream_dns_cache_ms;
   o.max_idle_per_origin = cfg.proxy.max_idle_per_origin;
   o.max_response_header_bytes = cfg.limits.max_header_bytes;
   o.extra_ca_file = cfg.proxy.extra_ca_file;

@@ -156,6 +156,9 @@ const Field kFields[] = {
      [](Config& c, Text t) { return set_positive(t, &c.timeouts.upstream_idle_ms); }},
     {"timeouts.upstream_pool_idle_ms", "",
      [](Config& c, Text t) { return set_positive(t, &c.timeouts.upstream_pool_idle_ms); }},
+    // 0 is meaningful: look the name up for every new connection.
+    {"timeouts.upstream_dns_cache_ms", "",
+     [](Config& c, Text t) { return set_non_negative(t, &c.timeouts.upstream_dns_cache_ms); }},
     // More than a handful of tries only multiplies the latency of a failing request.
     {"proxy.max_attempts", "",
      [](Config& c, Text t) { return set_int(t, 1, 16, &c.proxy.max_attempts); }},

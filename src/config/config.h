@@ -30,6 +30,7 @@ struct Timeouts {  // all milliseconds
   int64_t upstream_head_ms = 120'000;    // request sent -> response head (LLM calls are slow)
   int64_t upstream_idle_ms = 120'000;    // gap between body bytes, either direction
   int64_t upstream_pool_idle_ms = 30'000;  // pooled keep-alive connection expiry
+  int64_t upstream_dns_cache_ms = 30'000;  // a looked-up name's addresses are reused this long
 };
 
 struct ProxyOptions {

@@ -121,6 +121,25 @@ void Client::begin(Exchange& ex, const Origin& origin, std::string_view method, 
   c->connect();
 }
 
+const std::vector<sockaddr_storage>* Client::cached_addresses(const std::string& origin_key) {
+  auto it = resolved_.find(origin_key);
+  if (it == resolved_.end()) return nullptr;
+  if (uv_now(loop_) >= it->second.expires_ms) {
+    resolved_.erase(it);
+    return nullptr;
+  }
+  return &it->second.addrs;
+}
+
+void Client::remember_addresses(const std::string& origin_key, const std::vector<sockaddr_storage>& addrs) {
+  if (opts_.dns_cache_ms <= 0 || addrs.empty()) return;
+  // One entry per upstream name, so this stays as small as the service list; the bound only
+  // guards against a configuration with very many names.
+  constexpr size_t kMaxNames = 1024;
+  if (resolved_.size() >= kMaxNames && !resolved_.count(origin_key)) resolved_.clear();
+  resolved_[origin_key] = ResolvedName{addrs, uv_now(loop_) + static_cast<uint64_t>(opts_.dns_cache_ms)};
+}
+
 size_t Client::idle_connections() const {
   size_t n = 0;
   for (const auto& [key, list] : idle_) n += list.size();

@@ -46,6 +46,7 @@ struct ClientOptions {
   int64_t head_timeout_ms = 120000;    // since the start or the last request write, until the head
   int64_t idle_timeout_ms = 120000;    // no byte either way while the body (or tunnel) flows
   int64_t pool_idle_ms = 30000;        // an unused pooled connection is closed after this
+  int64_t dns_cache_ms = 30000;        // a looked-up name's addresses serve new connections this long; 0 = none
   int64_t max_idle_per_origin = 32;
   int64_t max_response_header_bytes = 65536;
   std::string extra_ca_file;           // PEM CAs trusted in addition to the system store
@@ -172,6 +173,19 @@ class Client {
   std::unordered_map<std::string, std::vector<Connection*>> idle_;
   std::string key_buf_;  // start()'s scratch for the origin key
   uint64_t dns_lookups_ = 0;  // counted by connections as they start a lookup
+
+  // Addresses of names looked up lately, so that a burst of new connections to one origin
+  // does not queue a lookup each on libuv's small thread pool. getaddrinfo gives no TTL:
+  // entries live dns_cache_ms, and a name whose addresses all failed to connect is dropped.
+  struct ResolvedName {
+    std::vector<sockaddr_storage> addrs;
+    uint64_t expires_ms = 0;  // uv_now
+  };
+  // Keyed by origin (the port is in the addresses).
+  const std::vector<sockaddr_storage>* cached_addresses(const std::string& origin_key);
+  void remember_addresses(const std::string& origin_key, const std::vector<sockaddr_storage>& addrs);
+  void forget_addresses(const std::string& origin_key) { resolved_.erase(origin_key); }
+  std::unordered_map<std::string, ResolvedName> resolved_;
 };
 
 }  // namespace keypool::upstream

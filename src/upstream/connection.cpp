@@ -124,6 +124,12 @@ void Connection::connect() {
     try_next_address();  // reports through callbacks only, never from inside this call
     return;
   }
+  if (const auto* cached = client_ ? client_->cached_addresses(key()) : nullptr) {
+    addrs_ = *cached;
+    state_ = State::Connecting;
+    try_next_address();
+    return;
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -162,6 +168,7 @@ void Connection::on_resolved(int status, struct addrinfo* res) {
     addrs_.push_back(ss);
   }
   uv_freeaddrinfo(res);
+  if (client_) client_->remember_addresses(key(), addrs_);
   state_ = State::Connecting;
   try_next_address();
 }
@@ -672,6 +679,9 @@ void Connection::on_deadline() {
 // Closes first, then tells the handler, so whatever the handler does next (destroy the
 // exchange, write) finds a detached exchange and is a no-op.
 void Connection::fail(ErrorKind kind, std::string message) {
+  // Addresses that would not connect are looked up afresh next time: the name may have moved.
+  if ((kind == ErrorKind::Connect || kind == ErrorKind::ConnectTimeout) && client_)
+    client_->forget_addresses(key());
   if (in_write_ > 0) {
     // The socket refused bytes inside write(), which the exchange's owner calls in the middle
     // of its own work (sending a head, then the body held for replay). Told now, it would fail

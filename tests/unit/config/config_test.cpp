@@ -228,6 +228,7 @@ timeouts:
   upstream_head_ms: 5
   upstream_idle_ms: 6
   upstream_pool_idle_ms: 7
+  upstream_dns_cache_ms: 0
 proxy: {max_attempts: 5, replay_buffer_bytes: 0, default_cooldown_s: 9, max_idle_per_origin: 0, write_high_watermark: 11, extra_ca_file: ca.pem}
 store: {db_path: db.sqlite}
 services_dir: svc
@@ -253,6 +254,7 @@ security: {allow_core_dumps: true}
   CHECK(r->timeouts.upstream_head_ms == 5);
   CHECK(r->timeouts.upstream_idle_ms == 6);
   CHECK(r->timeouts.upstream_pool_idle_ms == 7);
+  CHECK(r->timeouts.upstream_dns_cache_ms == 0);
   CHECK(r->proxy.max_attempts == 5);
   CHECK(r->proxy.replay_buffer_bytes == 0);
   CHECK(r->proxy.default_cooldown_s == 9);
@@ -304,6 +306,8 @@ TEST_CASE("config: YAML validation messages") {
       {"proxy: {max_attempts: 0}", "F: proxy.max_attempts: must be an integer between 1 and 16"},
       {"proxy: {max_idle_per_origin: -1}",
        "F: proxy.max_idle_per_origin: must be a non-negative integer"},
+      {"timeouts: {upstream_dns_cache_ms: -1}",
+       "F: timeouts.upstream_dns_cache_ms: must be a non-negative integer"},
       {"log: {level: loud}", "F: log.level: must be one of debug, info, warn, error"},
       {"security: {allow_core_dumps: yes}", "F: security.allow_core_dumps: must be true or false"},
       {"services_dir: ''", "F: services_dir: must not be empty"},
@@ -364,6 +368,7 @@ TEST_CASE("config: the shipped config/keypool.yaml loads and equals the defaults
   CHECK(r->timeouts.upstream_head_ms == d.timeouts.upstream_head_ms);
   CHECK(r->timeouts.upstream_idle_ms == d.timeouts.upstream_idle_ms);
   CHECK(r->timeouts.upstream_pool_idle_ms == d.timeouts.upstream_pool_idle_ms);
+  CHECK(r->timeouts.upstream_dns_cache_ms == d.timeouts.upstream_dns_cache_ms);
   CHECK(r->proxy.max_attempts == d.proxy.max_attempts);
   CHECK(r->proxy.replay_buffer_bytes == d.proxy.replay_buffer_bytes);
   CHECK(r->proxy.default_cooldown_s == d.proxy.default_cooldown_s);

@@ -274,27 +274,57 @@ TEST_CASE("upstream: GET with a Content-Length response") {
   }
 }
 
-// A lookup goes through libuv's thread pool: an origin given as an address skips it.
-TEST_CASE("upstream: an IP address is connected to without a name lookup; a name is looked up") {
+// A lookup goes through libuv's thread pool: an origin given as an address skips it, and a
+// name's addresses serve new connections for dns_cache_ms.
+TEST_CASE("upstream: IP addresses are not looked up; names are, then cached") {
   TestServer server([&](ServerConn& c, int) {
     std::string h;
     if (!c.read_head(&h)) return;
     c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
   });
-  Loop l;
-  auto client = make_client(&l.loop);
-  for (const std::string host : {"127.0.0.1", "localhost"}) {
-    CAPTURE(host);
+  auto fetch = [&](Loop& l, Client& client, const std::string& host, uint16_t port) {
     Recorder r;
-    auto ex = client->start(local(server.port, false, host), "GET", &r);
+    auto ex = client.start(local(port, false, host), "GET", &r);
     ex->write(get_request());
     REQUIRE(l.run_until([&] { return r.done(); }));
-    CHECK(!r.error);
-    CHECK(r.body == "ok");
     ex.reset();
-    CHECK(client->dns_lookups() == (host == "localhost" ? 1u : 0u));
+    client.close_idle();  // the next fetch needs a new connection, hence addresses
+    return r.error ? std::optional<ErrorKind>(r.error) : std::nullopt;
+  };
+  SUBCASE("cached") {
+    Loop l;
+    auto client = make_client(&l.loop);
+    CHECK(!fetch(l, *client, "127.0.0.1", server.port));
+    CHECK(client->dns_lookups() == 0);
+    CHECK(!fetch(l, *client, "localhost", server.port));
+    CHECK(client->dns_lookups() == 1);
+    CHECK(!fetch(l, *client, "localhost", server.port));
+    CHECK(client->dns_lookups() == 1);  // the cached addresses
+    // Another port of the same name is another origin: its addresses carry its port.
+    uint16_t closed_port = 0;
+    {
+      TestServer gone([](ServerConn&, int) {});
+      closed_port = gone.port;
+    }
+    CHECK(fetch(l, *client, "localhost", closed_port) == ErrorKind::Connect);
+    CHECK(client->dns_lookups() == 2);
+    // Addresses that would not connect are not trusted again.
+    CHECK(fetch(l, *client, "localhost", closed_port) == ErrorKind::Connect);
+    CHECK(client->dns_lookups() == 3);
+    CHECK(!fetch(l, *client, "localhost", server.port));
+    CHECK(client->dns_lookups() == 3);
+    client.reset();
   }
-  CHECK(server.accepted == 2);
+  SUBCASE("not cached with dns_cache_ms 0") {
+    Loop l;
+    ClientOptions o;
+    o.dns_cache_ms = 0;
+    auto client = make_client(&l.loop, o);
+    CHECK(!fetch(l, *client, "localhost", server.port));
+    CHECK(!fetch(l, *client, "localhost", server.port));
+    CHECK(client->dns_lookups() == 2);
+    client.reset();
+  }
 }
 
 TEST_CASE("upstream: chunked response delivered in pieces") {
