@@ -7,11 +7,11 @@
 #include <array>
 #include <mutex>
 
+#include "base/secret.h"
 #include "base/strings.h"
-#include "crypto/crypto.h"
 
-// SHA-256 and constant-time compare come straight from OpenSSL here rather than from the
-// crypto room, so auth does not depend on it; both are one-liners around the same calls.
+// SHA-256 comes straight from OpenSSL here and the constant-time compare from base, rather
+// than from the crypto room, so auth does not depend on it.
 
 namespace keypool::auth {
 namespace {
@@ -143,7 +143,7 @@ bool AdminToken::matches(std::string_view presented) const {
   if (!digest_) return false;
   auto d = sha256(presented);
   if (!d) return false;
-  bool equal = crypto::equal_bytes(d->data(), digest_->data(), d->size());
+  bool equal = equal_bytes(d->data(), digest_->data(), d->size());
   return equal && !presented.empty();
 }
 
@@ -197,7 +197,7 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
     // The lengths are compared first: that says only whether this connection now sends a
     // token as long as the one it sent before.
     if (memo && memo->info_ && memo->generation_ == generation_ && memo->secret_.size() == presented.size() &&
-        crypto::equal_bytes(memo->secret_.data(), presented.data(), presented.size()))
+        equal_bytes(memo->secret_.data(), presented.data(), presented.size()))
       info = memo->info_;
   }
   if (!info) {
@@ -207,7 +207,7 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
     auto it = by_hash_.find(*digest);
     // The map found it by equality already; the explicit constant-time compare keeps the
     // decision itself independent of the early-exit comparison the map used.
-    if (it == by_hash_.end() || !crypto::equal_bytes(it->first.data(), digest->data(), digest->size()))
+    if (it == by_hash_.end() || !equal_bytes(it->first.data(), digest->data(), digest->size()))
       return unauthorized("invalid token");
     info = it->second;
     if (memo) {

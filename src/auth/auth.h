@@ -6,7 +6,7 @@
 //
 // Secrets are never map keys, log fields or error text here: the registry holds only
 // digests, and comparisons of secret-derived bytes run in constant time
-// (crypto::equal_bytes).
+// (equal_bytes, base/secret.h).
 #include <array>
 #include <cstdint>
 #include <cstring>

@@ -4,6 +4,7 @@
 // cannot be streamed into a log line.
 #include <string.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,34 @@ inline void erase_front_wiped(std::string& s, size_t n) {
   memmove(s.data(), s.data() + n, left);
   explicit_bzero(s.data() + left, n);
   s.resize(left);
+}
+
+// Equality of n bytes in time that depends on n only, never on where the bytes differ.
+// A word at a time: OpenSSL's CRYPTO_memcmp goes byte by byte (~330 instructions for a
+// 46-byte token), and the token memo compares on every proxied request.
+inline bool equal_bytes(const void* a, const void* b, size_t n) {
+  const auto* x = static_cast<const unsigned char*>(a);
+  const auto* y = static_cast<const unsigned char*>(b);
+  uint64_t diff = 0;
+  auto fold_word = [&](size_t at) {
+    uint64_t u, v;
+    memcpy(&u, x + at, 8);
+    memcpy(&v, y + at, 8);
+    diff |= u ^ v;
+    // The empty asm makes diff opaque to the optimiser, which could otherwise stop at the
+    // first difference (an early exit is exactly the timing leak this exists to avoid).
+    asm volatile("" : "+r"(diff));
+  };
+  if (n < 8) {
+    for (size_t i = 0; i < n; ++i) {
+      diff |= static_cast<uint64_t>(x[i] ^ y[i]);
+      asm volatile("" : "+r"(diff));
+    }
+    return diff == 0;
+  }
+  for (size_t i = 0; i + 8 < n; i += 8) fold_word(i);
+  fold_word(n - 8);  // the tail as an overlapping last word: one step, not up to seven
+  return diff == 0;
 }
 
 class Secret {

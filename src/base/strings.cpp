@@ -42,8 +42,6 @@ uint64_t ascii_lower8(uint64_t x) {
 
 }  // namespace
 
-// Words of eight (or four) bytes, the last one overlapping the one before, so that no
-// length needs a byte loop beyond three.
 namespace {
 
 constexpr uint64_t kOnes = 0x0101010101010101ULL;
@@ -72,6 +70,8 @@ bool has_nul_cr_lf(std::string_view s) {
   return false;
 }
 
+// Words of eight (or four) bytes, the last one overlapping the one before, so that no
+// length needs a byte loop beyond three.
 bool detail::iequals_n(const char* a, const char* b, size_t n) {
   if (n >= 8) {
     for (size_t i = 0; i + 8 < n; i += 8)

@@ -8,11 +8,10 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 
+#include "base/secret.h"
 #include "base/strings.h"
 #include "telemetry/log.h"
 
@@ -219,36 +218,6 @@ std::string random_token(std::string_view prefix) {
   std::string token = std::string(prefix) + base64url(raw);
   OPENSSL_cleanse(raw.data(), raw.size());
   return token;
-}
-
-bool equal_bytes(const void* a, const void* b, size_t n) {
-  const auto* x = static_cast<const unsigned char*>(a);
-  const auto* y = static_cast<const unsigned char*>(b);
-  uint64_t diff = 0;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t u, v;
-    std::memcpy(&u, x + i, 8);
-    std::memcpy(&v, y + i, 8);
-    diff |= u ^ v;
-    // The empty asm makes diff opaque to the optimiser, which could otherwise stop at the
-    // first difference (an early exit is exactly the timing leak this function exists to avoid).
-    asm volatile("" : "+r"(diff));
-  }
-  if (n >= 8 && i < n) {
-    // The tail as the last whole word, overlapping bytes already compared: one step, not
-    // up to seven.
-    uint64_t u, v;
-    std::memcpy(&u, x + n - 8, 8);
-    std::memcpy(&v, y + n - 8, 8);
-    diff |= u ^ v;
-    i = n;
-  }
-  for (; i < n; ++i) {
-    diff |= static_cast<uint64_t>(x[i] ^ y[i]);
-    asm volatile("" : "+r"(diff));
-  }
-  return diff == 0;
 }
 
 bool constant_time_equal(std::string_view a, std::string_view b) {

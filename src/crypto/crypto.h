@@ -59,10 +59,6 @@ std::string fingerprint(const MasterKey& key, std::string_view value);
 std::string random_bytes(size_t n);
 // prefix + base64url(32 random bytes), no padding.
 std::string random_token(std::string_view prefix);
-// Equality of n bytes in time that depends on n only, never on where the bytes differ.
-// Word at a time: CRYPTO_memcmp goes byte by byte (~330 instructions for a 46-byte token),
-// and the token memo compares on every proxied request.
-bool equal_bytes(const void* a, const void* b, size_t n);
 // A length mismatch returns false but still walks `a`, so the time taken does not depend on
 // where the contents differ.
 bool constant_time_equal(std::string_view a, std::string_view b);

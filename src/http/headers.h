@@ -48,6 +48,13 @@ enum class FieldId : uint8_t {
 // Case-insensitive; Other for any name not listed (never Unclassified).
 FieldId classify_field(std::string_view name);
 
+// The fields a caller's credential travels in: never sent upstream, and wiped when their
+// storage is kept for reuse.
+constexpr bool is_credential_field(FieldId id) {
+  return id == FieldId::Authorization || id == FieldId::ProxyAuthorization || id == FieldId::XApiKey ||
+         id == FieldId::XiApiKey || id == FieldId::ApiKey;
+}
+
 struct Header {
   std::string name;
   std::string value;

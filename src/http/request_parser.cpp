@@ -326,19 +326,8 @@ void RequestParser::recycle(RequestHead& spent) {
   // The head held the caller's credential (a header, or api_key in the query). Kept for reuse,
   // its storage lives on with the connection; those bytes are wiped now rather than left for
   // the next request to overwrite, or not.
-  for (auto& h : spent.headers) {
-    switch (field_id(h)) {
-      case FieldId::Authorization:
-      case FieldId::ProxyAuthorization:
-      case FieldId::XApiKey:
-      case FieldId::XiApiKey:
-      case FieldId::ApiKey:
-        explicit_bzero(h.value.data(), h.value.size());
-        break;
-      default:
-        break;
-    }
-  }
+  for (auto& h : spent.headers)
+    if (is_credential_field(field_id(h))) explicit_bzero(h.value.data(), h.value.size());
   if (spent.target.find('?') != std::string::npos) explicit_bzero(spent.target.data(), spent.target.size());
   // Between requests the parser's own head is the one moved to the handler (empty) or a
   // refused request's, still here; the larger of the two is kept.

@@ -27,23 +27,19 @@ namespace {
 // again, for the control prefix.
 bool fixed_downstream_name(http::FieldId id, std::string_view name) {
   using http::FieldId;
+  if (http::is_credential_field(id)) return true;
   switch (id) {
     case FieldId::Te:
     case FieldId::Host:
     case FieldId::Expect:
     case FieldId::Trailer:
-    case FieldId::ApiKey:
     case FieldId::Upgrade:
-    case FieldId::XApiKey:
     case FieldId::Connection:
     case FieldId::KeepAlive:
-    case FieldId::XiApiKey:
-    case FieldId::Authorization:
     case FieldId::ContentLength:
     case FieldId::ProxyConnection:
     case FieldId::TransferEncoding:
     case FieldId::ProxyAuthenticate:
-    case FieldId::ProxyAuthorization:
       return true;
     default: {
       // Every other id too, not just Other: an X-Keypool-* name given an id of its own

@@ -119,16 +119,12 @@ void Connection::connect() {
   sockaddr_storage literal{};
   if (uv_ip4_addr(host.c_str(), origin_.port, reinterpret_cast<sockaddr_in*>(&literal)) == 0 ||
       uv_ip6_addr(host.c_str(), origin_.port, reinterpret_cast<sockaddr_in6*>(&literal)) == 0) {
-    addrs_.push_back(literal);
-    state_ = State::Connecting;
-    try_next_address();  // reports through callbacks only, never from inside this call
-    return;
+    addrs_.assign(1, literal);
+    return connect_addresses();
   }
   if (const auto* cached = client_ ? client_->cached_addresses(key()) : nullptr) {
     addrs_ = *cached;
-    state_ = State::Connecting;
-    try_next_address();
-    return;
+    return connect_addresses();
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -169,6 +165,12 @@ void Connection::on_resolved(int status, struct addrinfo* res) {
   }
   uv_freeaddrinfo(res);
   if (client_) client_->remember_addresses(key(), addrs_);
+  connect_addresses();
+}
+
+// addrs_ is filled (an address, cached ones or a lookup's): connecting starts. Failures come
+// back through callbacks only, never from inside this call.
+void Connection::connect_addresses() {
   state_ = State::Connecting;
   try_next_address();
 }

@@ -60,6 +60,7 @@ class Connection final : private http::ResponseParser::Sink {
 
   // Connecting.
   void on_resolved(int status, struct addrinfo* res);
+  void connect_addresses();
   void try_next_address();
   void on_connect(int status);
   bool advance_handshake();
