@@ -206,9 +206,13 @@ ProxyExchange::LeaseOutcome ProxyExchange::lease_key() {
 // Sends the request head (and whatever body is already held) with the current key.
 void ProxyExchange::start_attempt() {
   attempts_++;
+  send_attempt(upstream::Client::Reuse::Pooled);
+}
+
+void ProxyExchange::send_attempt(upstream::Client::Reuse reuse) {
   upstream::Origin origin{svc_->tls, svc_->host, svc_->port};
   upstream_started_ns_ = uv_hrtime();
-  env_.client->start(up_, origin, head_.method, &up_handler_);
+  env_.client->start(up_, origin, head_.method, &up_handler_, reuse);
   // The head is the only copy of the key rewrite makes; upstream writes wipe it once written.
   // It is built into a buffer the connection kept from an earlier request, so a pooled
   // connection sends it without an allocation. head_.headers are only read: a failover
@@ -413,6 +417,7 @@ void ProxyExchange::on_response_end() {
 void ProxyExchange::on_error(upstream::ErrorKind kind, const std::string& message) {
   const char* kind_name = upstream::error_kind_name(kind);
   env_.app.metrics.upstream_error(svc_->name, kind_name);
+  if (kind == upstream::ErrorKind::Stale && retry_stale(message)) return;
   log::warn("upstream error", {{"service", svc_->name}, {"key_id", lease_ ? lease_->key_id : 0},
                                {"kind", kind_name}, {"error", message}, {"attempt", attempts_}});
   if (!streaming_ && !tunnel_ && try_failover(std::string("upstream ") + kind_name)) return;
@@ -433,6 +438,21 @@ void ProxyExchange::on_error(upstream::ErrorKind kind, const std::string& messag
 }
 
 // ---------------------------------------------------------------- failover
+
+// An upstream closes a keep-alive connection it finds idle, and the close can cross our next
+// request on the wire. Nothing came back, so the request is sent once more, with the same
+// key, on a new connection: the key did nothing wrong, and with a single key the client
+// would otherwise get a 502 for the upstream's housekeeping. Failover already sends a
+// request that failed again (to another key); this is the same promise, kept more cheaply.
+bool ProxyExchange::retry_stale(const std::string& message) {
+  if (stale_retried_ || !sink_ || streaming_ || response_done_ || !replayable_ || !lease_) return false;
+  stale_retried_ = true;
+  log::info("upstream connection was stale; retrying on a new one",
+            {{"service", svc_->name}, {"key_id", lease_->key_id}, {"error", message}});
+  drop_upstream();
+  send_attempt(upstream::Client::Reuse::Fresh);
+  return true;
+}
 
 // The 429-storm detector's scope: one (service, tier) pool. Built once per exchange.
 const std::string& ProxyExchange::storm_scope() {

@@ -70,6 +70,8 @@ class ProxyExchange final : public server::RequestHandler,
   void take_lease(pool::Lease&& lease);
   void acquire_and_start();
   void start_attempt();
+  void send_attempt(upstream::Client::Reuse reuse);
+  bool retry_stale(const std::string& message);
   bool try_failover(const std::string& why);
   void on_key_refused(int status, const http::Headers& headers);
   const std::string& storm_scope();
@@ -92,6 +94,7 @@ class ProxyExchange final : public server::RequestHandler,
   std::optional<pool::Lease> lease_;
   std::vector<int64_t> tried_;  // keys given up by failovers: the pool skips them
   int attempts_ = 0;
+  bool stale_retried_ = false;  // see retry_stale()
   int64_t wait_deadline_ms_ = 0;  // max_wait_ms: until when a spent pool is waited out
   std::string storm_scope_;       // see storm_scope()
 

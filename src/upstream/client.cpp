@@ -35,6 +35,7 @@ const char* error_kind_name(ErrorKind kind) {
     case ErrorKind::IdleTimeout: return "idle_timeout";
     case ErrorKind::Protocol: return "protocol";
     case ErrorKind::Closed: return "closed";
+    case ErrorKind::Stale: return "stale_connection";
   }
   return "unknown";
 }
@@ -93,22 +94,23 @@ Client::~Client() {
 
 std::unique_ptr<Exchange> Client::start(const Origin& origin, std::string_view method, ExchangeHandler* handler) {
   auto ex = std::make_unique<Exchange>(Exchange::Key());
-  begin(*ex, origin, method, handler);
+  begin(*ex, origin, method, handler, Reuse::Pooled);
   return ex;
 }
 
 Exchange& Client::start(std::optional<Exchange>& slot, const Origin& origin, std::string_view method,
-                        ExchangeHandler* handler) {
+                        ExchangeHandler* handler, Reuse reuse) {
   slot.reset();  // detaches the previous exchange before the new one takes the slot
   Exchange& ex = slot.emplace(Exchange::Key());
-  begin(ex, origin, method, handler);
+  begin(ex, origin, method, handler, reuse);
   return ex;
 }
 
-void Client::begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler) {
+void Client::begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler,
+                   Reuse reuse) {
   const bool head_request = method == "HEAD";
   origin.key_into(key_buf_);  // a reused buffer: this runs for every proxied request
-  if (Connection* c = take_idle(key_buf_)) {
+  if (Connection* c = reuse == Reuse::Pooled ? take_idle(key_buf_) : nullptr) {
     ex.reused_ = true;
     ex.conn_ = c;
     c->attach(&ex, handler, head_request);

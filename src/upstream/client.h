@@ -63,6 +63,10 @@ enum class ErrorKind {
   IdleTimeout,
   Protocol,
   Closed,  // EOF or reset before the response completed
+  // A connection taken from the keep-alive pool was closed (EOF, reset or a refused write)
+  // before a single response byte came back: the upstream dropped it as idle just as the
+  // request went out. The request can be sent again on a new connection.
+  Stale,
 };
 const char* error_kind_name(ErrorKind kind);
 
@@ -100,8 +104,8 @@ class Exchange {
   // already read may still be delivered after pause_read().
   void pause_read();
   void resume_read();
-  // The connection came from the keep-alive pool. A failure on a reused connection before any
-  // response byte may be retried by the caller: the server may have closed it just then.
+  // The connection came from the keep-alive pool. Its failure before any response byte is
+  // reported as ErrorKind::Stale, which the caller may retry on a fresh connection.
   bool reused() const { return reused_; }
   // The caller did not finish writing its request: the connection is closed, not pooled,
   // when this exchange is destroyed.
@@ -139,9 +143,11 @@ class Client {
   std::unique_ptr<Exchange> start(const Origin& origin, std::string_view method, ExchangeHandler* handler);
   // The same, in a slot the caller owns (an exchange already there is destroyed first), so
   // that an exchange per request costs no allocation. The slot must not move while it holds
-  // the exchange: the connection points at it.
+  // the exchange: the connection points at it. Reuse::Fresh skips the pool, e.g. to retry
+  // after ErrorKind::Stale (the other pooled connections may be as old as the one that died).
+  enum class Reuse { Pooled, Fresh };
   Exchange& start(std::optional<Exchange>& slot, const Origin& origin, std::string_view method,
-                  ExchangeHandler* handler);
+                  ExchangeHandler* handler, Reuse reuse = Reuse::Pooled);
   size_t open_connections() const { return conns_.size(); }
   size_t idle_connections() const;
   // Name lookups started so far (an origin given as an IP address needs none).
@@ -158,7 +164,8 @@ class Client {
   friend class Connection;
   Client(uv_loop_t* loop, ClientOptions opts, std::unique_ptr<tls::ClientContext> tls);
 
-  void begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler);
+  void begin(Exchange& ex, const Origin& origin, std::string_view method, ExchangeHandler* handler,
+             Reuse reuse);
 
   // Called by connections.
   bool offer_idle(Connection* c);  // false when the origin's pool is full

@@ -253,6 +253,8 @@ void Connection::attach(Exchange* exchange, ExchangeHandler* handler, bool head_
   reusable_ = true;
   write_broken_ = false;
   above_high_ = false;
+  from_pool_ = state_ == State::Idle;
+  answered_ = false;
   if (state_ == State::Idle) {
     // From the pool: the socket is up, the response clock starts now.
     state_ = State::Open;
@@ -382,6 +384,7 @@ void Connection::on_bytes(const char* data, size_t len) {
     case ReadState::Body:
       break;
   }
+  answered_ = true;
   if (read_state_ == ReadState::Body) arm_timer(TimerPurpose::Idle, idle_timeout_ms_);
   const uint64_t gen = generation_;
   http::ParseResult r = parser_.feed(data, len);
@@ -699,6 +702,12 @@ void Connection::fail(ErrorKind kind, std::string message) {
     reusable_ = false;
     fail_later(kind, std::move(message));
     return;
+  }
+  // Decided here, where the handler is told: a deferred write error may meet a response
+  // that was already on its way.
+  if (kind == ErrorKind::Closed && from_pool_ && !answered_) {
+    kind = ErrorKind::Stale;
+    message += " (a pooled connection, before any response byte)";
   }
   ExchangeHandler* h = handler_;
   close();

@@ -738,6 +738,82 @@ TEST_CASE("proxy: failover to the next key before the client sees a byte") {
   }
 }
 
+// An upstream that drops a keep-alive connection as idle can do so just as keypool sends the
+// next request on it. Nothing came back, so keypool sends the request again, with the same
+// key, on a new connection: with a single key the client would otherwise get a 502, and the
+// key would carry an error it did not cause.
+TEST_CASE("proxy: a pooled connection the upstream dropped is retried once on a new one, same key") {
+  bool reset = false;
+  SUBCASE("closed (FIN)") { reset = false; }
+  SUBCASE("reset (RST)") { reset = true; }
+  // The second request on connection 1 meets a close; every other request is echoed.
+  std::atomic<int> on_first{0};
+  FakeUpstream up([&](const RecordedRequest& req, ResponseWriter& w) {
+    if (req.connection_id == 1 && ++on_first == 2) {
+      if (reset) return w.close_now();
+      return w.raw("");
+    }
+    echo()(req, w);
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}});
+  int64_t key = add_key(kp, "only", "sk-only-key", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  REQUIRE(kp.get("/v1/svc/first", bearer(token)).status == 200);
+  // A POST: its body must reach the new connection whole.
+  auto r = request(kp.port, "POST", "/v1/svc/second", bearer(token), "hello body");
+  CHECK_MESSAGE(r.status == 200, r.body);
+  CHECK(r.header("X-Keypool-Key-Id") == std::to_string(key));
+  auto reqs = up.requests();
+  REQUIRE(reqs.size() == 3);
+  CHECK(reqs[1].connection_id == 1);
+  CHECK(reqs[1].path == "/second");
+  CHECK(reqs[2].connection_id == 2);
+  CHECK(reqs[2].path == "/second");
+  CHECK(reqs[2].body == "hello body");
+  CHECK(reqs[2].header("authorization") == "Bearer sk-only-key");
+  CHECK(json::parse(r.body)["connection_id"] == 2);
+
+  // Two requests, neither counted as an error against the key (usage lands within a second).
+  json counters;
+  for (int i = 0; i < 150; ++i) {
+    json keys = kp.admin("GET", "/admin/keys").json()["keys"];
+    for (const auto& k : keys)
+      if (k["id"] == key && k.contains("counters")) counters = k["counters"];
+    if (!counters.is_null() && counters["requests"] == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CAPTURE(counters.dump());
+  CHECK(counters["requests"] == 2);
+  CHECK(counters["errors"] == 0);
+}
+
+TEST_CASE("proxy: a request whose fresh retry fails too is answered 502, not retried again") {
+  // The first request is answered; every later one meets a reset. The retry on a new
+  // connection fails too, and that failure is final.
+  FakeUpstream up([&](const RecordedRequest& req, ResponseWriter& w) {
+    if (req.path == "/ok") return echo()(req, w);
+    w.close_now();
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}});
+  add_key(kp, "only", "sk-only-key", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  REQUIRE(kp.get("/v1/svc/ok", bearer(token)).status == 200);
+  auto r = kp.get("/v1/svc/drop", bearer(token));
+  CHECK(r.status == 502);
+  CHECK(json::parse(r.body)["error"]["code"] == "bad_gateway");
+  // Once on the pooled connection, once on a new one; no third try.
+  CHECK(up.request_count() == 3);
+  CHECK(up.connections_accepted() == 2);
+}
+
 TEST_CASE("proxy: Upgrade requests are tunnelled after the upstream's 101") {
   FakeUpstream up(upgrade_echo());
   Keypool kp({}, false);

@@ -468,10 +468,60 @@ TEST_CASE("upstream: a write the socket refuses is reported from the loop, never
   CHECK_FALSE(w.called_inside);
   CHECK_FALSE(w.error);
   REQUIRE(l.run_until([&] { return w.done(); }));
-  CHECK(w.error == ErrorKind::Closed);
+  CHECK(w.error == ErrorKind::Stale);  // pooled, and nothing came back: the caller may retry
   CHECK(w.ends == 0);
   ex.reset();
   CHECK(l.run_until([&] { return client->open_connections() == 0; }));
+}
+
+// Stale tells the caller that sending the request again on a new connection is safe as far as
+// the connection can tell: it came from the pool and not one response byte came back. A new
+// connection, or one that had started to answer, fails as Closed.
+TEST_CASE("upstream: a pooled connection that dies before answering is Stale; Reuse::Fresh skips the pool") {
+  enum class Second { Fin, Reset, PartialHead };
+  Second second = Second::Fin;
+  SUBCASE("FIN") { second = Second::Fin; }
+  SUBCASE("reset") { second = Second::Reset; }
+  SUBCASE("part of a head, then FIN") { second = Second::PartialHead; }
+  // The server takes one connection at a time: connection 0 answers once, then meets the
+  // subcase's ending on its second request; every later connection closes without answering.
+  TestServer server([&](ServerConn& c, int index) {
+    std::string h;
+    if (!c.read_head(&h) || index > 0) return;
+    c.send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    if (!c.read_head(&h)) return;
+    if (second == Second::Reset) c.reset_on_close();
+    if (second == Second::PartialHead) c.send("HTTP/1.1 200 OK\r\nContent-Le");
+  });
+  Loop l;
+  auto client = make_client(&l.loop);
+  std::optional<Exchange> slot;
+  auto fetch = [&](Client::Reuse reuse, bool want_reused) {
+    Recorder r;
+    Exchange& ex = client->start(slot, local(server.port), "GET", &r, reuse);
+    CHECK(ex.reused() == want_reused);
+    ex.write(get_request());
+    REQUIRE(l.run_until([&] { return r.done(); }));
+    slot.reset();
+    CHECK(r.ends + (r.error ? 1 : 0) == 1);
+    return r.error;
+  };
+  CHECK(!fetch(Client::Reuse::Pooled, false));
+  REQUIRE(client->idle_connections() == 1);
+  // Fresh: a new connection although one is idle, which stays in the pool.
+  client->start(slot, local(server.port), "GET", nullptr, Client::Reuse::Fresh);
+  CHECK(!slot->reused());
+  CHECK(client->open_connections() == 2);
+  CHECK(client->idle_connections() == 1);
+  slot.reset();
+  // The pooled connection, closed before (or while) answering.
+  auto err = fetch(Client::Reuse::Pooled, true);
+  REQUIRE(err);
+  CHECK(*err == (second == Second::PartialHead ? ErrorKind::Closed : ErrorKind::Stale));
+  CHECK(std::string(error_kind_name(*err)) == (second == Second::PartialHead ? "closed" : "stale_connection"));
+  // A new connection closed before answering is Closed: only a pooled one can be stale.
+  CHECK(fetch(Client::Reuse::Pooled, false) == ErrorKind::Closed);
+  client.reset();
 }
 
 TEST_CASE("upstream: pooled connections expire after pool_idle_ms, close_idle empties the pool") {
