@@ -647,6 +647,62 @@ TEST_CASE("proxy: big download streams through in bounded memory") {
   CHECK(peak - idle <= kRssSlackKib);
 }
 
+// An embeddings batch answers with megabytes of JSON and its usage at the very end. The
+// usage is read as the body streams past, so it counts, however big the body, and the body
+// is not held.
+TEST_CASE("proxy: a big JSON answer's usage is counted without holding the body") {
+  const std::string head = R"({"object":"list","data":[{"object":"embedding","embedding":[)";
+  const std::string tail = R"(0.5]}],"model":"m","usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})";
+  std::string piece;
+  while (piece.size() < (64 << 10)) piece += "0.0123456789,-0.9876543210,";
+  const int pieces = 1024;  // about 64 MiB
+  FakeUpstream up([&](const RecordedRequest&, ResponseWriter& w) {
+    w.head(200, {{"Content-Type", "application/json"}});  // chunked
+    w.body(head);
+    for (int i = 0; i < pieces; ++i) w.body(piece);
+    w.body(tail);
+    w.end();
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 1000}});
+  int64_t key = add_key(kp, "k", "sk-embed-key", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+  long idle = rss_kib(kp.proc->pid());
+  REQUIRE(idle > 0);
+
+  RssSampler sampler(kp.proc->pid());
+  Connection c = Connection::connect("127.0.0.1", kp.port, 30000);
+  c.send("POST", "/v1/svc/v1/embeddings", bearer(token), R"({"input":["a"]})");
+  auto h = c.read_head();
+  REQUIRE(h.status == 200);
+  uint64_t got = 0;
+  std::string last;
+  while (auto chunk = c.read_chunk(10000)) {
+    got += chunk->size();
+    last += *chunk;  // the body's last bytes, not the body
+    if (last.size() > tail.size()) last.erase(0, last.size() - tail.size());
+  }
+  long peak = sampler.finish();
+  CHECK(got == head.size() + pieces * piece.size() + tail.size());
+  CHECK(last == tail);
+  MESSAGE("JSON body " << got << " bytes: idle RSS " << idle << " KiB, peak " << peak << " KiB");
+  CHECK(peak - idle <= kRssSlackKib);
+
+  json counters;
+  for (int i = 0; i < 150; ++i) {  // usage lands in the store within a second
+    json keys = kp.admin("GET", "/admin/keys").json()["keys"];
+    for (const auto& k : keys)
+      if (k["id"] == key && k.contains("counters")) counters = k["counters"];
+    if (!counters.is_null() && counters["requests"] == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CAPTURE(counters.dump());
+  CHECK(counters["input_tokens"] == 7);
+  CHECK(counters["output_tokens"] == 3);
+}
+
 TEST_CASE("proxy: failover to the next key before the client sees a byte") {
   // Key A is refused (401 or 500 per subcase); key B works.
   auto handler_for = [](int a_status) {

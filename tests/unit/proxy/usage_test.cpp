@@ -1,8 +1,11 @@
 // UsageTap is fed the body as the network splits it; these tests split it every way.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proxy/usage.h"
@@ -179,11 +182,12 @@ TEST_CASE("usage: a leading byte order mark is skipped") {
               2, 3);
 }
 
-TEST_CASE("usage: oversize JSON body is skipped") {
+TEST_CASE("usage: a JSON body is not held, so its size is no bound; only its usage object's is") {
+  // This body once counted nothing with a 64-byte bound: the bound was on the body.
   std::string body = R"({"pad":")" + std::string(200, 'x') + R"(","usage":{"prompt_tokens":1,"completion_tokens":1}})";
-  UsageTap tap("application/json", /*max_json_bytes=*/64);
+  UsageTap tap("application/json", /*max_usage_bytes=*/64);
   for (size_t i = 0; i < body.size(); i += 10) tap.feed(std::string_view(body).substr(i, 10));
-  CHECK_FALSE(tap.finish().found);
+  check_usage(tap.finish(), 1, 1);
 }
 
 TEST_CASE("usage: oversize SSE event is skipped, later events still count") {
@@ -254,10 +258,14 @@ TEST_CASE("usage: only usage objects where providers put them count, not look-al
   CHECK_FALSE(run("application/json", {R"({"x":"unterminated, "usage":{"prompt_tokens":1}})"}).found);
   // A repeated usage member: the last one wins, as a JSON parser keeps it.
   check_usage(run("application/json", {R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":8,"completion_tokens":9}})"}), 8, 9);
-  // Deep nesting elsewhere is walked without recursion.
-  std::string deep = "{\"x\":" + std::string(100000, '[') + std::string(100000, ']') +
-                     ",\"usage\":{\"prompt_tokens\":6,\"completion_tokens\":7}}";
-  check_usage(run("application/json", {deep}), 6, 7);
+  // Deep nesting elsewhere is walked without recursion, up to kMaxJsonDepth levels (the
+  // top-level object is one); deeper counts nothing ("usage: the nesting bound" has more).
+  auto deep = [](size_t levels) {
+    return "{\"x\":" + std::string(levels - 1, '[') + std::string(levels - 1, ']') +
+           ",\"usage\":{\"prompt_tokens\":6,\"completion_tokens\":7}}";
+  };
+  check_usage(run("application/json", {deep(keypool::proxy::kMaxJsonDepth)}), 6, 7);
+  CHECK_FALSE(run("application/json", {deep(100000)}).found);
 }
 
 TEST_CASE("usage: token counts are non-negative JSON integers, read without a JSON library") {
@@ -339,15 +347,12 @@ TEST_CASE("usage: only whitespace may follow a JSON body that arrived whole") {
     CHECK_FALSE(run("application/json", {kChatBody, after}).found);
     CHECK_FALSE(run("application/json", {kChatBody, " ", after, " "}).found);
   }
-  // Whitespace still counts against the size bound, as it did when it was gathered.
-  UsageTap tap("application/json", /*max_json_bytes=*/kChatBody.size() + 2);
+  // Whitespace after it is not held or bounded: a body is no longer gathered.
+  UsageTap tap("application/json");
   tap.feed(kChatBody);
-  tap.feed("  ");
+  for (int i = 0; i < 1000; ++i) tap.feed(std::string(1000, i % 2 ? ' ' : '\n'));
+  CHECK(tap.retained_bytes() < 1024);
   check_usage(tap.finish(), 12, 34);
-  UsageTap over("application/json", kChatBody.size() + 2);
-  over.feed(kChatBody);
-  over.feed("   ");
-  CHECK_FALSE(over.finish().found);
 }
 
 TEST_CASE("usage: strings of every length around the 16-byte scan") {
@@ -480,5 +485,342 @@ TEST_CASE("usage: an SSE line that arrives whole meets the same bound as a gathe
     UsageTap pieces("text/event-stream", 1 << 20, 64);
     for (char c : stream) pieces.feed(std::string_view(&c, 1));
     CHECK(pieces.finish().found == fits);
+  }
+}
+
+// A JSON body that comes in pieces is scanned as it passes (JsonUsageScan::feed) instead
+// of being gathered; a body that comes whole is walked where it lies (take_whole). The
+// scan must find what the walk finds, for every body and every way of cutting it.
+namespace {
+
+using keypool::proxy::JsonUsageScan;
+using keypool::proxy::kMaxJsonDepth;
+
+constexpr size_t kDefaultUsageBytes = keypool::proxy::kDefaultMaxUsageBytes;
+
+bool same(const Usage& a, const Usage& b) {
+  return a.found == b.found && a.input_tokens == b.input_tokens &&
+         a.output_tokens == b.output_tokens;
+}
+
+// The reference: the walk of the whole text, which counts nothing when the text is not one
+// well-formed object.
+Usage walked(std::string_view body, size_t max_usage_bytes) {
+  JsonUsageScan scan(max_usage_bytes);
+  Usage u;
+  if (scan.take_whole(body)) scan.finish(u);
+  return u;
+}
+
+// The scan alone, fed the body cut at the given points (in order).
+Usage scanned(std::string_view body, size_t max_usage_bytes, std::initializer_list<size_t> cuts) {
+  JsonUsageScan scan(max_usage_bytes);
+  size_t from = 0;
+  for (size_t cut : cuts) {
+    scan.feed(body.substr(from, cut - from));
+    from = cut;
+  }
+  scan.feed(body.substr(from));
+  Usage u;
+  scan.finish(u);
+  return u;
+}
+
+Usage scanned_bytewise(std::string_view body, size_t max_usage_bytes) {
+  JsonUsageScan scan(max_usage_bytes);
+  for (size_t i = 0; i < body.size(); ++i) scan.feed(body.substr(i, 1));
+  Usage u;
+  scan.finish(u);
+  return u;
+}
+
+Usage tapped(std::string_view body, size_t max_usage_bytes, std::initializer_list<size_t> cuts) {
+  UsageTap tap("application/json", max_usage_bytes);
+  size_t from = 0;
+  for (size_t cut : cuts) {
+    tap.feed(body.substr(from, cut - from));
+    from = cut;
+  }
+  tap.feed(body.substr(from));
+  return tap.finish();
+}
+
+// The scan against the walk: whole, a byte at a time, and cut in two at split points
+// (every one, or every step-th); the tap too, which takes the walk's fast path only when
+// a piece looks whole.
+void check_scan_matches_walk(std::string_view body, size_t max_usage_bytes, size_t step = 1) {
+  CAPTURE(body);
+  CAPTURE(max_usage_bytes);
+  const Usage want = walked(body, max_usage_bytes);
+  CHECK(same(scanned(body, max_usage_bytes, {}), want));
+  CHECK(same(scanned_bytewise(body, max_usage_bytes), want));
+  CHECK(same(tapped(body, max_usage_bytes, {}), want));
+  for (size_t split = 0; split <= body.size(); split += step) {
+    CAPTURE(split);
+    CHECK(same(scanned(body, max_usage_bytes, {split}), want));
+    CHECK(same(tapped(body, max_usage_bytes, {split}), want));
+  }
+}
+
+struct Known {
+  std::string_view body;
+  bool found;
+  int64_t in, out;
+};
+
+// Bodies whose counts are known, so that the reference itself is checked: usage in each
+// place, nesting, escapes, "usage" inside strings, numbers of every shape, whitespace,
+// repeats, and bodies that are not one well-formed object.
+constexpr Known kKnownBodies[] = {
+    {kChatBody, true, 12, 34},
+    {R"({"object":"response","usage":{"input_tokens":5,"output_tokens":6,"total_tokens":11}})",
+     true, 5, 6},
+    {R"({"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}})",
+     true, 25, 1},
+    {R"({"type":"response.completed","response":{"id":"r","usage":{"input_tokens":40,"output_tokens":8}}})",
+     true, 40, 8},
+    {R"({"usage":{"output_tokens":4},"message":{"usage":{"input_tokens":3}},"response":{"usage":{"output_tokens":9}}})",
+     true, 3, 9},
+    {R"({"a":[1,[2,{"b":[]}],{}],"b":{"c":{"d":[[[]]]}},"usage":{"prompt_tokens":1,"completion_tokens":2}})",
+     true, 1, 2},
+    {R"({"s":"a\"b\\c\u00e9\n\/\t","k\"ey":"x","usage":{"prompt_tokens":3,"completion_tokens":4}})",
+     true, 3, 4},
+    {R"({"content":"the \"usage\":{\"prompt_tokens\":5}","usage":{"input_tokens":1,"output_tokens":2}})",
+     true, 1, 2},
+    {R"({"content":"the \"usage\":{\"prompt_tokens\":5}"})", false, 0, 0},
+    {R"({"n":[0,-0,1.5,-2.25e10,3E-2,4e+5],"a":0,"b":-0.0,"c":12345678901234567890,"d":1e5,"e":-1.5E+3,"g":2.5e-3,"t":true,)"
+     R"("f":false,"z":null,"usage":{"prompt_tokens":7,"completion_tokens":0}})",
+     true, 7, 0},
+    {"\n {\n \"usage\" :\t{ \"input_tokens\" : 4 , \"output_tokens\":5 } , \"x\" : [ 1 , 2 ] "
+     ",\"y\": -1.5e3 }\r\n",
+     true, 4, 5},
+    {R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":8,"completion_tokens":9}})",
+     true, 8, 9},
+    {R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":null})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens_details":{"cached_tokens":9},"x":"}{][","prompt_tokens":2,"d":[{}]}})",
+     true, 2, 0},
+    {R"({"usage":{"prompt_tokens":012},"message":{"usage":{"input_tokens":4}}})", true, 4, 0},
+    {R"({"usage":{"a" 1},"usage":{"prompt_tokens":2,"completion_tokens":3}})", true, 2, 3},
+    {R"({"usage":{"prompt_tokens":"1","input_tokens":1.5,"completion_tokens":true,"output_tokens":[3]}})",
+     false, 0, 0},
+    {R"({"message":"hi","response":[1],"usage":{"prompt_tokens":1}})", true, 1, 0},
+    {R"({"message":{"usage":{"input_tokens":4}},"message":{}})", true, 4, 0},
+    {R"({"message":{"usage":{"input_tokens":4}},"message":{"usage":null}})", false, 0, 0},
+    {R"({"message":{"message":{"usage":{"input_tokens":9}}}})", false, 0, 0},
+    {R"({"usag\u0065":{"prompt_tokens":1},"usage\\":{"prompt_tokens":1},"meta":{"usage":{"prompt_tokens":1}}})",
+     false, 0, 0},
+    {R"({"a_key_longer_than_eight":{"usage":{"input_tokens":1}},"usage":{"input_tokens":2}})", true,
+     2, 0},
+    {R"({"x":"0123456789abcdef\\\\\"0123456789abcdef\\","usage":{"input_tokens":6}})", true, 6, 0},
+    {"{}", false, 0, 0},
+    {R"({"usage":{}})", false, 0, 0},
+    // Not one well-formed object: nothing counts.
+    {R"({"usage":{"prompt_tokens":1}} x)", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1}}{})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1}} )"
+     "\n",
+     true, 1, 0},
+    {R"({"usage":{"prompt_tokens":1},})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1} "x":1})", false, 0, 0},
+    {R"({"usage" {"prompt_tokens":1}})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":01})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":1.})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":-})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":1e+})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":tru})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":nul})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":"open})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":1},"n":[1,{]}]})", false, 0, 0},
+    {R"({"usage":{"prompt_tokens":[}},"message":{"usage":{"input_tokens":4}}})", false, 0, 0},
+    {R"({"message":{"usage":{"input_tokens":4},}})", false, 0, 0},
+    {R"(["usage",{"usage":{"prompt_tokens":1}}])", false, 0, 0},
+    {R"("usage")", false, 0, 0},
+    {"", false, 0, 0},
+    {" \n\t", false, 0, 0},
+};
+
+}  // namespace
+
+TEST_CASE("usage: the scan of a body in pieces finds what the walk of it whole finds") {
+  for (const Known& k : kKnownBodies) {
+    CAPTURE(k.body);
+    const Usage want = walked(k.body, kDefaultUsageBytes);
+    CHECK(want.found == k.found);
+    CHECK(want.input_tokens == k.in);
+    CHECK(want.output_tokens == k.out);
+    // The usage objects here are 2 to 90 bytes: the small bounds cut some of them off.
+    for (size_t max : {kDefaultUsageBytes, size_t{24}, size_t{40}})
+      check_scan_matches_walk(k.body, max);
+  }
+}
+
+TEST_CASE("usage: the scan matches the walk on every truncation and one-byte change of a body") {
+  constexpr std::string_view kBytes = "\"\\{}[],: 0-.e+tnx";
+  for (const Known& k : kKnownBodies) {
+    // Cut off anywhere: a body that ends in a string, a number, an escape or a literal.
+    for (size_t n = 0; n < k.body.size(); ++n)
+      check_scan_matches_walk(k.body.substr(0, n), kDefaultUsageBytes, 5);
+    // One byte changed: mostly malformed, sometimes still well formed another way.
+    for (size_t at = 0; at < k.body.size(); ++at) {
+      for (char c : kBytes) {
+        std::string changed(k.body);
+        changed[at] = c;
+        CAPTURE(changed);
+        for (size_t max : {kDefaultUsageBytes, size_t{40}}) {
+          const Usage want = walked(changed, max);
+          CHECK(same(scanned(changed, max, {}), want));
+          CHECK(same(scanned_bytewise(changed, max), want));
+          CHECK(same(scanned(changed, max, {at, at + 1}), want));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("usage: a piece may end anywhere inside a token") {
+  // An escape (\u00e9, \\, \"), a number, a literal and a key, each cut at every byte, in
+  // a walked object and in a skipped one.
+  for (std::string_view value : {R"("\u00e9\\\"x")", "-12.5e+3", "true", "false", "null", "0"}) {
+    const std::string top = "{\"v\":" + std::string(value) + ",\"usage\":{\"input_tokens\":3}}";
+    const std::string skipped =
+        "{\"v\":[" + std::string(value) + "],\"usage\":{\"input_tokens\":3}}";
+    const std::string in_usage =
+        "{\"usage\":{\"v\":" + std::string(value) + ",\"input_tokens\":3}}";
+    for (const std::string& body : {top, skipped, in_usage}) {
+      check_usage(scanned_bytewise(body, kDefaultUsageBytes), 3, 0);
+      for (size_t i = 0; i <= body.size(); ++i) {
+        for (size_t j = i; j <= body.size(); ++j) {
+          CAPTURE(body);
+          CAPTURE(i);
+          CAPTURE(j);
+          check_usage(scanned(body, kDefaultUsageBytes, {i, j}), 3, 0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("usage: a 16 MiB embeddings body in 16 KiB pieces is counted without being held") {
+  // As OpenAI's embeddings endpoint answers a batch: megabytes of numbers, usage at the end.
+  std::string body = R"({"object":"list","data":[)";
+  for (int i = 0; body.size() < (size_t{16} << 20); ++i) {
+    if (i > 0) body += ',';
+    body += R"({"object":"embedding","index":)" + std::to_string(i) + R"(,"embedding":[)";
+    for (int j = 0; j < 1536; ++j) {
+      if (j > 0) body += ',';
+      body += j % 3 == 0 ? "0.0123" : j % 3 == 1 ? "-0.4567" : "1.25e-5";
+    }
+    body += "]}";
+  }
+  body += R"(],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}})";
+  constexpr size_t kPiece = 16 * 1024;
+  UsageTap tap("application/json");
+  size_t most = 0;
+  for (size_t i = 0; i < body.size(); i += kPiece) {
+    tap.feed(std::string_view(body).substr(i, kPiece));
+    most = std::max(most, tap.retained_bytes());
+  }
+  CHECK(most < 64 * 1024);
+  check_usage(tap.finish(), 8, 0);
+  CHECK(tap.retained_bytes() < 64 * 1024);
+}
+
+TEST_CASE("usage: the nesting bound, kMaxJsonDepth levels, whole and in pieces") {
+  // levels: the depth of the deepest bracket, the top-level object's being 1.
+  auto arrays = [](size_t levels_inside) {
+    return std::string(levels_inside, '[') + std::string(levels_inside, ']');
+  };
+  auto objects = [](size_t levels_inside) {
+    std::string s;
+    for (size_t i = 0; i < levels_inside; ++i) s += "{\"k\":";
+    return s + "1" + std::string(levels_inside, '}');
+  };
+  for (size_t levels : {kMaxJsonDepth - 1, kMaxJsonDepth, kMaxJsonDepth + 1}) {
+    CAPTURE(levels);
+    const bool fits = levels <= kMaxJsonDepth;
+    const std::string usage = R"("usage":{"prompt_tokens":6,"completion_tokens":7})";
+    // In a member of the top-level object, of a message object, and of the usage object.
+    const std::string bodies[] = {
+        "{\"x\":" + arrays(levels - 1) + "," + usage + "}",
+        "{\"x\":" + objects(levels - 1) + "," + usage + "}",
+        "{\"message\":{\"x\":" + arrays(levels - 2) + "}," + usage + "}",
+        R"({"usage":{"prompt_tokens":6,"completion_tokens":7,"x":)" + arrays(levels - 2) + "}}",
+        R"({"message":{"usage":{"input_tokens":6,"output_tokens":7,"x":)" + arrays(levels - 3) +
+            "}}}",
+    };
+    for (const std::string& body : bodies) {
+      CAPTURE(body.substr(0, 40));
+      const size_t max = body.size();  // the usage objects here are that big
+      const Usage u = walked(body, max);
+      CHECK(u.found == fits);
+      if (fits) CHECK((u.input_tokens == 6 && u.output_tokens == 7));
+      check_scan_matches_walk(body, max, 37);
+    }
+  }
+  // Far deeper: the state kept does not grow with it.
+  const std::string deep = "{\"x\":" + arrays(100000) + "}";
+  UsageTap tap("application/json");
+  for (size_t i = 0; i < deep.size(); i += 1000) tap.feed(std::string_view(deep).substr(i, 1000));
+  CHECK(tap.retained_bytes() < 1024);
+  CHECK_FALSE(tap.finish().found);
+}
+
+TEST_CASE("usage: a usage object over max_usage_bytes counts nothing, the rest still counts") {
+  constexpr std::string_view kUsage = R"({"prompt_tokens":5,"completion_tokens":6})";
+  const std::string body = "{\"usage\":" + std::string(kUsage) + "}";
+  for (size_t max : {kUsage.size() - 1, kUsage.size(), kUsage.size() + 1}) {
+    CAPTURE(max);
+    const bool fits = kUsage.size() <= max;
+    CHECK(walked(body, max).found == fits);
+    CHECK(tapped(body, max, {}).found == fits);
+    check_scan_matches_walk(body, max);
+  }
+  // Too big at the top, a message's usage still counts; too big last, it still wins.
+  const std::string padded = R"({"usage":{"pad":")" + std::string(200, 'p') +
+                             R"(","prompt_tokens":1},)" +
+                             R"("message":{"usage":{"input_tokens":4}}})";
+  check_usage(walked(padded, 64), 4, 0);
+  check_scan_matches_walk(padded, 64);
+  const std::string last = R"({"usage":{"prompt_tokens":1},"usage":{"pad":")" +
+                           std::string(200, 'p') + R"(","prompt_tokens":2}})";
+  CHECK_FALSE(walked(last, 64).found);
+  check_scan_matches_walk(last, 64);
+  // The default bound is 4 KiB; what is kept never grows past it.
+  auto sized = [](size_t usage_bytes) {
+    const std::string head = R"({"prompt_tokens":3,"pad":")";
+    return "{\"usage\":" + head + std::string(usage_bytes - head.size() - 2, 'p') + "\"}}";
+  };
+  for (size_t usage_bytes : {kDefaultUsageBytes, kDefaultUsageBytes + 1, size_t{1} << 20}) {
+    CAPTURE(usage_bytes);
+    const std::string b = sized(usage_bytes);
+    UsageTap tap("application/json");
+    size_t most = 0;
+    for (size_t i = 0; i < b.size(); i += 100) {
+      tap.feed(std::string_view(b).substr(i, 100));
+      most = std::max(most, tap.retained_bytes());
+    }
+    CHECK(most <= kDefaultUsageBytes + 64);  // the SSE buffers' inline capacity aside
+    const Usage u = tap.finish();
+    CHECK(u.found == (usage_bytes <= kDefaultUsageBytes));
+    CHECK(same(u, walked(b, kDefaultUsageBytes)));
+  }
+}
+
+TEST_CASE("usage: the scan of a skipped container, whatever falls at a 16-byte block edge") {
+  // The scan goes 16 bytes at a time from wherever a quote or bracket is; the padding moves
+  // strings, escapes and backslash runs across the block edges, and the piece edges too.
+  for (size_t n = 0; n <= 40; ++n) {
+    CAPTURE(n);
+    const std::string pad(n, ' ');
+    for (const std::string& inside :
+         {pad + R"("]}[\\\\",{"d":"\"]"},"x")",
+          pad + "\"" + std::string(40, 'y') + R"(\"}\")" + "\"", pad + R"("]\\\"]")",
+          pad + R"("a\\" , "\\\\\\" , ["\"", "\\"] , "x\\\"y")", pad + R"("]",{"d":[1}})",
+          pad + R"(1,"a\"\\\"\\\\\"",2)" + pad + R"(,"\\")",
+          pad + "\"" + std::string(n, '\\') + "\"]"}) {
+      check_scan_matches_walk(usage_body("\"c\":[" + inside + "],"), kDefaultUsageBytes, 3);
+      check_scan_matches_walk("{\"usage\":{\"c\":[" + inside + "],\"input_tokens\":2}}",
+                              kDefaultUsageBytes, 3);
+    }
   }
 }
