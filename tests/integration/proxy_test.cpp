@@ -82,6 +82,20 @@ class RssSampler {
 
 constexpr long kRssSlackKib = 32 * 1024;
 
+// A key's usage counters from GET /admin/keys once `requests` requests have landed in them
+// (the store gets usage each second), or whatever they hold after 3 s.
+json key_counters(Keypool& kp, int64_t key, int requests) {
+  json counters;
+  for (int i = 0; i < 150; ++i) {
+    json keys = kp.admin("GET", "/admin/keys").json()["keys"];
+    for (const auto& k : keys)
+      if (k["id"] == key && k.contains("counters")) counters = k["counters"];
+    if (!counters.is_null() && counters["requests"] == requests) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return counters;
+}
+
 }  // namespace
 
 TEST_CASE("proxy: each auth scheme injects the pooled key the way the service wants it") {
@@ -690,14 +704,7 @@ TEST_CASE("proxy: a big JSON answer's usage is counted without holding the body"
   MESSAGE("JSON body " << got << " bytes: idle RSS " << idle << " KiB, peak " << peak << " KiB");
   CHECK(peak - idle <= kRssSlackKib);
 
-  json counters;
-  for (int i = 0; i < 150; ++i) {  // usage lands in the store within a second
-    json keys = kp.admin("GET", "/admin/keys").json()["keys"];
-    for (const auto& k : keys)
-      if (k["id"] == key && k.contains("counters")) counters = k["counters"];
-    if (!counters.is_null() && counters["requests"] == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  json counters = key_counters(kp, key, 1);
   CAPTURE(counters.dump());
   CHECK(counters["input_tokens"] == 7);
   CHECK(counters["output_tokens"] == 3);
@@ -834,14 +841,7 @@ TEST_CASE("proxy: a pooled connection the upstream dropped is retried once on a 
   CHECK(json::parse(r.body)["connection_id"] == 2);
 
   // Two requests, neither counted as an error against the key (usage lands within a second).
-  json counters;
-  for (int i = 0; i < 150; ++i) {
-    json keys = kp.admin("GET", "/admin/keys").json()["keys"];
-    for (const auto& k : keys)
-      if (k["id"] == key && k.contains("counters")) counters = k["counters"];
-    if (!counters.is_null() && counters["requests"] == 2) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  json counters = key_counters(kp, key, 2);
   CAPTURE(counters.dump());
   CHECK(counters["requests"] == 2);
   CHECK(counters["errors"] == 0);
