@@ -253,7 +253,6 @@ void Connection::attach(Exchange* exchange, ExchangeHandler* handler, bool head_
   reusable_ = true;
   write_broken_ = false;
   above_high_ = false;
-  from_pool_ = state_ == State::Idle;
   answered_ = false;
   if (state_ == State::Idle) {
     // From the pool: the socket is up, the response clock starts now.
@@ -705,7 +704,7 @@ void Connection::fail(ErrorKind kind, std::string message) {
   }
   // Decided here, where the handler is told: a deferred write error may meet a response
   // that was already on its way.
-  if (kind == ErrorKind::Closed && from_pool_ && !answered_) {
+  if (kind == ErrorKind::Closed && exchange_ && exchange_->reused() && !answered_) {
     kind = ErrorKind::Stale;
     message += " (a pooled connection, before any response byte)";
   }

@@ -138,9 +138,8 @@ class Connection final : private http::ResponseParser::Sink {
   bool paused_ = false;
   bool keep_alive_ = false;
   bool reusable_ = true;       // false after stray bytes or a failed write
-  // This exchange took the connection from the pool, and whether any response byte came
-  // back since: a pooled connection that dies before answering failed as Stale.
-  bool from_pool_ = false;
+  // Whether any response byte came back to this exchange: a pooled connection
+  // (exchange_->reused()) that dies before answering fails as Stale.
   bool answered_ = false;
   int in_write_ = 0;  // inside write(): failures are reported from the loop (see fail)
   bool write_broken_ = false;  // the socket refused a write; keep reading the response
