@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Configures and builds keypool with CMake + Ninja into build/ (Release, as the .deb is).
+# A Release build is profile-guided (see KEYPOOL_PGO in CMakeLists.txt), in two stages in the
+# same build dir: an instrumented keypool serves packaging/pgo-train.py's training run on
+# loopback, then everything is rebuilt with that profile and link-time optimisation. If the
+# training run fails, the build says so and goes on without a profile: a slower binary beats
+# no binary.
 # Env: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default 2),
-# extra CMake arguments as script arguments, e.g. `bash packaging/build.sh -DKEYPOOL_SANITIZE=ON`.
+# KEYPOOL_PGO (default on for Release; `off` for one plain build, e.g. in an edit-compile
+# loop), extra CMake arguments as script arguments, e.g.
+# `bash packaging/build.sh -DKEYPOOL_SANITIZE=ON`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 build_dir=${BUILD_DIR:-build}
 build_type=${BUILD_TYPE:-Release}
 jobs=${JOBS:-2}
+pgo=${KEYPOOL_PGO:-on}
+[[ "$build_type" == Release ]] || pgo=off
+# Sanitizer and fuzzing builds are for finding bugs, not for speed.
+[[ " $* " == *KEYPOOL_SANITIZE=ON* || " $* " == *KEYPOOL_FUZZ=ON* ]] && pgo=off
 
 # A build dir configured earlier with another generator (e.g. Unix Makefiles) makes CMake
 # refuse to configure; drop only its cache so Ninja can take over.
@@ -17,5 +28,31 @@ if [[ -f "$cache" ]] && ! grep -qx 'CMAKE_GENERATOR:INTERNAL=Ninja' "$cache"; th
   rm -rf "$cache" "$build_dir/CMakeFiles"
 fi
 
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" "$@" >/dev/null
+configure() {  # configure PGO_STAGE [CMAKE_ARGS...]
+  local stage=$1
+  shift
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DKEYPOOL_PGO="$stage" "$@" >/dev/null
+}
+
+drop_profile() {
+  if [[ -d "$build_dir" ]]; then
+    find "$build_dir" -name '*.gcda' -delete
+  fi
+}
+
+stage=off
+if [[ "$pgo" != off ]]; then
+  echo "build: stage 1 of 2: instrumented keypool for the profile-guided build"
+  configure generate "$@"
+  drop_profile  # counts from an older tree would only blur this one's
+  cmake --build "$build_dir" --parallel "$jobs" --target keypool
+  if python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml; then
+    echo "build: stage 2 of 2: optimised build with the profile"
+    stage=use
+  else
+    echo "build: WARNING: the PGO training run failed (see above); building without a profile" >&2
+    drop_profile
+  fi
+fi
+configure "$stage" "$@"
 cmake --build "$build_dir" --parallel "$jobs"

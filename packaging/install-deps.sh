@@ -7,12 +7,13 @@ set -euo pipefail
 
 # Build: compiler, both build systems, pkg-config. Libraries: see CMakeLists.txt / meson.build
 # (node-llhttp ships llhttp's C sources in /usr/share/llhttp). Tools: openssl (quickstart
-# secrets), curl (the README walk-through).
+# secrets), curl (the README walk-through), python3 (packaging/pgo-train.py, the training
+# run of the profile-guided Release build).
 packages=(
   build-essential cmake ninja-build meson pkg-config
   libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev libsqlite3-dev
   doctest-dev nlohmann-json3-dev libjemalloc-dev
-  openssl curl ca-certificates
+  openssl curl ca-certificates python3
 )
 
 # --test: what only the test command needs: clang-14 with its sanitizer and libFuzzer
