@@ -25,9 +25,9 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed"; }
 
 ensure_keypool() {
   if [[ ! -x "$KEYPOOL_BIN" ]]; then
+    # The shipped build: Release, profile-guided (packaging/build.sh).
     echo "# building keypool into /tmp/bench-build" >&2
-    cmake -S "$REPO_DIR" -B /tmp/bench-build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-    ninja -C /tmp/bench-build keypool >/dev/null
+    BUILD_DIR=/tmp/bench-build TARGET=keypool bash "$REPO_DIR/packaging/build.sh" >/dev/null
   fi
 }
 

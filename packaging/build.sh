@@ -5,9 +5,10 @@
 # loopback, then everything is rebuilt with that profile and link-time optimisation. If the
 # training run fails, the build says so and goes on without a profile: a slower binary beats
 # no binary.
-# Env: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default 2),
-# KEYPOOL_PGO (default on for Release; `off` for one plain build, e.g. in an edit-compile
-# loop), extra CMake arguments as script arguments, e.g.
+# Env: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default 2), TARGET
+# (default all, e.g. `keypool` for the binary alone),
+# KEYPOOL_PGO (default `on` for Release; `off` for one plain build, e.g. in an edit-compile
+# loop; `require` makes a failed training run fail the build, as CI wants), extra CMake arguments as script arguments, e.g.
 # `bash packaging/build.sh -DKEYPOOL_SANITIZE=ON`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +17,10 @@ build_dir=${BUILD_DIR:-build}
 build_type=${BUILD_TYPE:-Release}
 jobs=${JOBS:-2}
 pgo=${KEYPOOL_PGO:-on}
+case "$pgo" in
+  on | off | require) ;;
+  *) echo "build: KEYPOOL_PGO must be on, off or require (got '$pgo')" >&2; exit 2 ;;
+esac
 [[ "$build_type" == Release ]] || pgo=off
 # Sanitizer and fuzzing builds are for finding bugs, not for speed.
 [[ " $* " == *KEYPOOL_SANITIZE=ON* || " $* " == *KEYPOOL_FUZZ=ON* ]] && pgo=off
@@ -46,13 +51,18 @@ if [[ "$pgo" != off ]]; then
   configure generate "$@"
   drop_profile  # counts from an older tree would only blur this one's
   cmake --build "$build_dir" --parallel "$jobs" --target keypool
-  if python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml; then
+  # The profile is written when keypool exits; no .gcda means there is nothing to use.
+  if python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml &&
+    [[ -n "$(find "$build_dir" -name '*.gcda' -print -quit)" ]]; then
     echo "build: stage 2 of 2: optimised build with the profile"
     stage=use
+  elif [[ "$pgo" == require ]]; then
+    echo "build: the PGO training run failed or wrote no profile (see above) and KEYPOOL_PGO=require" >&2
+    exit 1
   else
-    echo "build: WARNING: the PGO training run failed (see above); building without a profile" >&2
+    echo "build: WARNING: the PGO training run failed or wrote no profile (see above); building without a profile" >&2
     drop_profile
   fi
 fi
 configure "$stage" "$@"
-cmake --build "$build_dir" --parallel "$jobs"
+cmake --build "$build_dir" --parallel "$jobs" ${TARGET:+--target "$TARGET"}

@@ -58,7 +58,9 @@ if [[ -f tests/sdk/package.json ]]; then
   stage "npm (tests/sdk)" npm_deps
 fi
 
-stage "cmake build" env JOBS="$jobs" bash packaging/build.sh
+# KEYPOOL_PGO=require: the profile-guided build's training run is also a smoke test of the
+# binary; here its failure must fail the build instead of falling back to a plain one.
+stage "cmake build" env JOBS="$jobs" KEYPOOL_PGO=require bash packaging/build.sh
 if [[ " ${failed[*]} " != *" cmake build "* ]]; then
   stage "ctest" ctest --test-dir build --output-on-failure
   # The .deb from the same (Release) build: installed with dpkg on this machine, run, purged.
