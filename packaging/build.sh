@@ -45,24 +45,55 @@ drop_profile() {
   fi
 }
 
+# What a profile depends on: keypool's sources and build file, the training run and its
+# config, and this build's arguments. When none changed since the last complete
+# profile-guided build (a second quick start, an edit to the tests only), its profile and
+# objects are still good and stage 1, a full recompile plus the training run, is skipped.
+profile_inputs() {
+  {
+    find src -type f -print0 | sort -z | xargs -0 sha256sum
+    sha256sum CMakeLists.txt packaging/pgo-train.py config/keypool.yaml
+    echo "$build_type $*"
+  } | sha256sum | cut -d' ' -f1
+}
+stamp="$build_dir/keypool-pgo.stamp"
+
+profile_is_current() {  # profile_is_current INPUTS
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$1" ]] && grep -qsx 'KEYPOOL_PGO:STRING=use' "$cache"
+}
+
+train_profile() {  # train_profile [CMAKE_ARGS...]: stage 1; fails if no usable profile
+  echo "build: stage 1 of 2: instrumented keypool for the profile-guided build"
+  configure generate "$@" || return 1
+  drop_profile  # counts from an older tree would only blur this one's
+  cmake --build "$build_dir" --parallel "$jobs" --target keypool || return 1
+  # The profile is written when keypool exits; no .gcda means there is nothing to use.
+  python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml &&
+    [[ -n "$(find "$build_dir" -name '*.gcda' -print -quit)" ]]
+}
+
 stage=off
 if [[ "$pgo" != off ]]; then
-  echo "build: stage 1 of 2: instrumented keypool for the profile-guided build"
-  configure generate "$@"
-  drop_profile  # counts from an older tree would only blur this one's
-  cmake --build "$build_dir" --parallel "$jobs" --target keypool
-  # The profile is written when keypool exits; no .gcda means there is nothing to use.
-  if python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml &&
-    [[ -n "$(find "$build_dir" -name '*.gcda' -print -quit)" ]]; then
-    echo "build: stage 2 of 2: optimised build with the profile"
+  inputs=$(profile_inputs "$@")
+  if profile_is_current "$inputs"; then
+    echo "build: the profile is current (nothing it was trained on changed): stage 1 skipped"
     stage=use
-  elif [[ "$pgo" == require ]]; then
-    echo "build: the PGO training run failed or wrote no profile (see above) and KEYPOOL_PGO=require" >&2
-    exit 1
   else
-    echo "build: WARNING: the PGO training run failed or wrote no profile (see above); building without a profile" >&2
-    drop_profile
+    rm -f "$stamp"
+    if train_profile "$@"; then
+      echo "build: stage 2 of 2: optimised build with the profile"
+      stage=use
+    elif [[ "$pgo" == require ]]; then
+      echo "build: the PGO training run failed or wrote no profile (see above) and KEYPOOL_PGO=require" >&2
+      exit 1
+    else
+      echo "build: WARNING: the PGO training run failed or wrote no profile (see above); building without a profile" >&2
+      drop_profile
+    fi
   fi
 fi
 configure "$stage" "$@"
 cmake --build "$build_dir" --parallel "$jobs" ${TARGET:+--target "$TARGET"}
+if [[ "$stage" == use ]]; then
+  echo "$inputs" >"$stamp"
+fi
