@@ -6,9 +6,9 @@
 # training run fails, the build says so and goes on without a profile: a slower binary beats
 # no binary.
 # Env: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS (default 2), TARGET
-# (default all, e.g. `keypool` for the binary alone),
-# KEYPOOL_PGO (default `on` for Release; `off` for one plain build, e.g. in an edit-compile
-# loop; `require` makes a failed training run fail the build, as CI wants), extra CMake arguments as script arguments, e.g.
+# (default all; `keypool` for the binary alone), KEYPOOL_PGO (default `on` for Release; `off`
+# for one plain build, e.g. in an edit-compile loop; `require` makes a failed training run
+# fail the build, as CI wants). Script arguments go to CMake, e.g.
 # `bash packaging/build.sh -DKEYPOOL_SANITIZE=ON`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,12 +39,6 @@ configure() {  # configure PGO_STAGE [CMAKE_ARGS...]
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DKEYPOOL_PGO="$stage" "$@" >/dev/null
 }
 
-drop_profile() {
-  if [[ -d "$build_dir" ]]; then
-    find "$build_dir" -name '*.gcda' -delete
-  fi
-}
-
 # What a profile depends on: keypool's sources and build file, the training run and its
 # config, and this build's arguments. When none changed since the last complete
 # profile-guided build (a second quick start, an edit to the tests only), its profile and
@@ -65,7 +59,7 @@ profile_is_current() {  # profile_is_current INPUTS
 train_profile() {  # train_profile [CMAKE_ARGS...]: stage 1; fails if no usable profile
   echo "build: stage 1 of 2: instrumented keypool for the profile-guided build"
   configure generate "$@" || return 1
-  drop_profile  # counts from an older tree would only blur this one's
+  find "$build_dir" -name '*.gcda' -delete  # counts from an older tree would only blur this one's
   cmake --build "$build_dir" --parallel "$jobs" --target keypool || return 1
   # The profile is written when keypool exits; no .gcda means there is nothing to use.
   python3 packaging/pgo-train.py "$build_dir/keypool" config/keypool.yaml &&
@@ -88,7 +82,6 @@ if [[ "$pgo" != off ]]; then
       exit 1
     else
       echo "build: WARNING: the PGO training run failed or wrote no profile (see above); building without a profile" >&2
-      drop_profile
     fi
   fi
 fi
