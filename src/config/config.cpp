@@ -154,6 +154,9 @@ const Field kFields[] = {
      [](Config& c, Text t) { return set_positive(t, &c.timeouts.upstream_head_ms); }},
     {"timeouts.upstream_idle_ms", "",
      [](Config& c, Text t) { return set_positive(t, &c.timeouts.upstream_idle_ms); }},
+    // 0 is meaningful and the default: a call lasts as long as bytes keep moving.
+    {"timeouts.request_total_ms", "",
+     [](Config& c, Text t) { return set_non_negative(t, &c.timeouts.request_total_ms); }},
     {"timeouts.upstream_pool_idle_ms", "",
      [](Config& c, Text t) { return set_positive(t, &c.timeouts.upstream_pool_idle_ms); }},
     // 0 is meaningful: look the name up for every new connection.

@@ -23,12 +23,13 @@ struct Limits {
 };
 
 struct Timeouts {  // all milliseconds
-  int64_t request_head_ms = 10'000;      // whole request head must arrive within this
+  int64_t request_head_ms = 10'000;      // the request head alone, from its first byte
   int64_t idle_keepalive_ms = 60'000;    // idle client connection between requests
   int64_t drain_ms = 10'000;             // SIGTERM: in-flight requests get this long
   int64_t upstream_connect_ms = 5'000;   // DNS + TCP + TLS handshake
   int64_t upstream_head_ms = 120'000;    // request sent -> response head (LLM calls are slow)
   int64_t upstream_idle_ms = 120'000;    // gap between body bytes, either direction
+  int64_t request_total_ms = 0;          // whole call, head arrived -> response end; 0 = none
   int64_t upstream_pool_idle_ms = 30'000;  // pooled keep-alive connection expiry
   int64_t upstream_dns_cache_ms = 30'000;  // a looked-up name's addresses are reused this long
 };

@@ -26,6 +26,9 @@ constexpr unsigned kPauseHandler = 1;   // backpressure asked by the handler
 constexpr unsigned kPausePipeline = 2;  // a complete request waits for its response
 constexpr unsigned kPauseUpgrade = 4;   // an upgrade request waits for the upstream's 101
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;  // pipelined input held before reading stops
+// After our final answer: how long a client gets to read it (its unread input discarded)
+// before the connection closes.
+constexpr uint64_t kLingerMs = 2000;
 // The output buffer is reused from response to response; a small body gets room in it when
 // its head is framed. An idle connection gives back more than kKeptOutCapacity.
 constexpr uint64_t kReserveBodyUpTo = 16 * 1024;
@@ -271,9 +274,12 @@ void Connection::on_request_head(http::RequestHead&& head) {
   head_request_ = head.method == "HEAD";
   bool expect_continue = head.http_minor == 1 && head.has_body() &&
                          header_value_is(head.headers, http::FieldId::Expect, "100-continue");
+  const int64_t total_ms = worker_.options().request_total_ms;
+  total_deadline_ms_ = total_ms > 0 ? uv_now(worker_.loop()) + static_cast<uint64_t>(total_ms) : 0;
   handler_ = worker_.factory().on_request(head, *this);
   // The client waits for our go-ahead before sending the body; the handler did not refuse.
   if (expect_continue && !head_sent_ && state_ == State::Responding) write_now("HTTP/1.1 100 Continue\r\n\r\n");
+  if (state_ == State::Responding) arm_timer();  // the head's limit ends here
 }
 
 void Connection::on_request_body(std::string_view data) {
@@ -285,6 +291,7 @@ void Connection::on_request_complete() {
   // If the handler answers inside on_end, process_input sees Paused with the response done
   // and turns over to the next request itself.
   if (handler_ && !response_done_) handler_->on_end();
+  if (state_ == State::Responding) arm_timer();  // the body's gap limit ends here
 }
 
 // ---------------------------------------------------------------- response sink
@@ -466,7 +473,7 @@ void Connection::finish_exchange() {
 
 void Connection::enter_tunnel() {
   state_ = State::Tunnel;
-  deadline_.clear();  // the tunnel's peers decide how long it lives
+  arm_timer();  // none: the tunnel's peers decide how long it lives
   pause_bits_ &= ~kPauseUpgrade;
   update_reading();
   if (!inbuf_.empty() && handler_) {
@@ -484,45 +491,92 @@ void Connection::start_head_clock() {
   if (head_deadline_ms_ == 0) head_deadline_ms_ = uv_now(worker_.loop()) + worker_.options().request_head_ms;
 }
 
+// Sets the one timer for the phase the connection is in. Called whenever the phase may have
+// changed (a read, a head, the end of a request body, a pause, a turnover), so a limit never
+// outlives its phase: the head's deadline must not cut off the answer that follows it, which
+// for an LLM call can take minutes.
 void Connection::arm_timer() {
   if (state_ == State::Closing) return;
-  int64_t ms;
-  if (state_ == State::Lingering) ms = 2000;
-  else if (state_ == State::Responding) {
-    if (request_done_) {
-      deadline_.clear();  // the handler's own timeouts (upstream) govern now
-      return;
-    }
-    if (pause_bits_ & kPauseHandler) {
-      deadline_.clear();  // we stopped reading (upstream backpressure): not the client's stall
-      return;
-    }
-    ms = worker_.options().request_head_ms;  // a request body that stalls
-  } else if (head_deadline_ms_ != 0) {
-    uint64_t now = uv_now(worker_.loop());
-    ms = head_deadline_ms_ > now ? static_cast<int64_t>(head_deadline_ms_ - now) : 1;
-  } else {
-    ms = worker_.options().idle_keepalive_ms;
+  const auto& opts = worker_.options();
+  const uint64_t now = uv_now(worker_.loop());
+  Clock clock = Clock::None;
+  uint64_t due = 0;
+  switch (state_) {
+    case State::Closing:
+    case State::Tunnel:  // the tunnel's peers decide how long it lives
+      break;
+    case State::Lingering:
+      clock = Clock::Linger;
+      due = now + kLingerMs;
+      break;
+    case State::Reading:
+      if (head_deadline_ms_ != 0) {
+        clock = Clock::Head;
+        due = head_deadline_ms_;
+      } else {
+        clock = Clock::KeepAliveIdle;
+        due = now + static_cast<uint64_t>(opts.idle_keepalive_ms);
+      }
+      break;
+    case State::Responding:
+      if (total_deadline_ms_ != 0) {
+        clock = Clock::Total;
+        due = total_deadline_ms_;
+      }
+      // A request body that stalls, unless we stopped reading it ourselves (upstream
+      // backpressure). Once it is read, the upstream's head and idle clocks govern.
+      if (!request_done_ && !(pause_bits_ & kPauseHandler)) {
+        uint64_t gap_due = now + static_cast<uint64_t>(opts.body_idle_ms);
+        if (clock == Clock::None || gap_due < due) {
+          clock = Clock::BodyGap;
+          due = gap_due;
+        }
+      }
+      break;
   }
-  deadline_.set_in(static_cast<uint64_t>(ms));
+  clock_ = clock;
+  if (clock == Clock::None) deadline_.clear();
+  else deadline_.set_at(due);
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   auto* self = static_cast<Connection*>(t->data);
   if (!self->deadline_.reached()) return;
   auto keep = self->shared_from_this();
-  if (self->state_ == State::Reading && (self->parser_.in_message() || self->head_deadline_ms_ != 0)) {
-    self->refuse(http::ParseError{408, "request_timeout", "request head not received in time"});
-  } else if (self->state_ == State::Responding && !self->request_done_ && !self->head_sent_) {
-    auto h = std::move(self->handler_);
-    if (h) {
-      h->on_abort();
-      self->worker_.retire(std::move(h));
-    }
-    self->refuse(http::ParseError{408, "request_timeout", "request body not received in time"});
-  } else {
-    self->close();
+  self->on_clock_due();
+}
+
+// The limit of the current phase ran out. Before the response began, the client gets an
+// answer saying which; after, only a broken connection can tell it the body is incomplete.
+void Connection::on_clock_due() {
+  const Clock clock = clock_;
+  clock_ = Clock::None;
+  if (state_ == State::Lingering || state_ == State::Closing) {
+    close();
+    return;
   }
+  switch (clock) {
+    case Clock::None:
+      return;
+    case Clock::Head:
+      refuse(http::ParseError{408, "request_timeout", "request head not received in time"});
+      return;
+    case Clock::BodyGap:
+      if (head_sent_) break;
+      refuse(http::ParseError{408, "request_timeout", "request body stalled: no byte within timeouts.upstream_idle_ms"});
+      return;
+    case Clock::Total:
+      if (head_sent_) {
+        abort();  // a reset, so the client cannot take the cut body for a whole one
+        return;
+      }
+      refuse(http::ParseError{504, "request_timeout", "the call took longer than timeouts.request_total_ms"});
+      return;
+    case Clock::KeepAliveIdle:
+    case Clock::Linger:
+      break;
+  }
+  close();
 }
 
 // ---------------------------------------------------------------- writing

@@ -94,6 +94,7 @@ class Connection final : public ResponseSink,
   void enter_tunnel();
   void start_head_clock();
   void arm_timer();
+  void on_clock_due();
   void flush();
   void write_now(std::string&& bytes);
   void append_out(std::string_view bytes);
@@ -120,7 +121,20 @@ class Connection final : public ResponseSink,
   uint8_t deferred_tasks_ = 0;
   void defer_task(Task t);
   bool in_writable_ = false;  // guards against on_writable re-entering through flush
+  // Which limit the connection's one timer stands for now. Each phase of a request has its
+  // own (see arm_timer); once the request is read, the upstream's clocks govern and the
+  // client side only keeps the optional total limit.
+  enum class Clock {
+    None,           // nothing limits this phase (a read request waiting for its answer)
+    KeepAliveIdle,  // between requests: idle_keepalive_ms
+    Head,           // a request head is arriving: request_head_ms from its first byte
+    BodyGap,        // a request body is arriving: body_idle_ms between its bytes
+    Total,          // request_total_ms since the head arrived (off unless configured)
+    Linger,         // our final answer is out: discard input a little while, then close
+  };
+  Clock clock_ = Clock::None;
   uint64_t head_deadline_ms_ = 0;  // uv_now by which the current head must be complete; 0 = none
+  uint64_t total_deadline_ms_ = 0;  // uv_now by which this exchange must be over; 0 = no limit
   MovingDeadline deadline_{&timer_, &Connection::on_timer};  // when on_timer acts
 
   std::shared_ptr<RequestHandler> handler_;

@@ -19,6 +19,10 @@ ServerOptions ServerOptions::from(const config::Config& cfg) {
   o.parser_limits.max_header_count = static_cast<size_t>(cfg.limits.max_header_count);
   o.parser_limits.max_url_bytes = static_cast<size_t>(cfg.limits.max_url_bytes);
   o.request_head_ms = cfg.timeouts.request_head_ms;
+  // The request body is one direction of the call's body traffic: the same gap limit as the
+  // upstream's (upstream_idle_ms: "between body bytes, either direction").
+  o.body_idle_ms = cfg.timeouts.upstream_idle_ms;
+  o.request_total_ms = cfg.timeouts.request_total_ms;
   o.idle_keepalive_ms = cfg.timeouts.idle_keepalive_ms;
   o.drain_ms = cfg.timeouts.drain_ms;
   o.max_connections = cfg.limits.max_connections;

@@ -24,7 +24,9 @@ class Connection;
 
 struct ServerOptions {
   http::RequestParser::Limits parser_limits;
-  int64_t request_head_ms = 10'000;
+  int64_t request_head_ms = 10'000;    // the request head, from its first byte
+  int64_t body_idle_ms = 120'000;      // longest gap between request body bytes
+  int64_t request_total_ms = 0;        // head arrived -> response end; 0 = no limit
   int64_t idle_keepalive_ms = 60'000;
   int64_t drain_ms = 10'000;
   int64_t max_connections = 4096;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <vector>
 
 #include "fixture.h"
 #include "proxy_helpers.h"
@@ -43,16 +44,22 @@ Handler fake_openai() {
       w.body(body);
       return;
     }
+    // "long-stream": what a reasoning model does, with the shipped default timeouts in front
+    // of it: a head after a second, then one event a second for 16 s (longer than every
+    // default timeout but the idle one).
+    const bool long_stream = model == "long-stream";
+    if (long_stream) w.sleep_ms(1000);
     w.head(200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}});
-    const char* pieces[] = {"Hel", "lo ", "stream"};
-    for (const char* p : pieces) {
+    std::vector<std::string> pieces = {"Hel", "lo ", "stream"};
+    if (long_stream) pieces.assign(16, "tick ");
+    for (const auto& p : pieces) {
       json chunk = {{"id", "chatcmpl-stream"},
                     {"object", "chat.completion.chunk"},
                     {"created", 1700000000},
                     {"model", model},
                     {"choices", {{{"index", 0}, {"delta", {{"content", p}}}, {"finish_reason", nullptr}}}}};
       w.body("data: " + chunk.dump() + "\n\n");
-      w.sleep_ms(20);
+      w.sleep_ms(long_stream ? 1000 : 20);
     }
     json last = {{"id", "chatcmpl-stream"},
                  {"object", "chat.completion.chunk"},
@@ -72,7 +79,7 @@ bool exists(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("sdk: the OpenAI Node SDK works through keypool, plain and streamed") {
+TEST_CASE("sdk: the OpenAI Node SDK works through keypool, plain, streamed and a 17 s stream") {
   const std::string sdk_dir = source_dir() + "/tests/sdk";
   REQUIRE_MESSAGE(exists(sdk_dir + "/node_modules/openai/package.json"),
                   "tests/sdk/node_modules is missing: run `cd tests/sdk && npm install --no-audit "
@@ -102,9 +109,15 @@ TEST_CASE("sdk: the OpenAI Node SDK works through keypool, plain and streamed") 
   CHECK(summary["plain"]["usage"]["total_tokens"] == 7);
   CHECK(summary["stream"]["content"] == "Hello stream");
   CHECK(summary["stream"]["chunks"] == 4);
+  // The long stream outlived request_head_ms (10 s by default) and arrived whole.
+  CHECK(summary["long"]["chunks"] == 17);
+  std::string ticks;
+  for (int i = 0; i < 16; ++i) ticks += "tick ";
+  CHECK(summary["long"]["content"] == ticks);
+  CHECK(summary["long"]["seconds"].get<double>() >= 15.0);
 
   auto seen = up.requests();
-  REQUIRE(seen.size() == 2);
+  REQUIRE(seen.size() == 3);
   for (const auto& r : seen) {
     CAPTURE(r.body);
     CHECK(r.method == "POST");
@@ -114,4 +127,5 @@ TEST_CASE("sdk: the OpenAI Node SDK works through keypool, plain and streamed") 
   }
   CHECK(json::parse(seen[0].body).value("stream", false) == false);
   CHECK(json::parse(seen[1].body)["stream"] == true);
+  CHECK(json::parse(seen[2].body)["model"] == "long-stream");
 }
