@@ -12,7 +12,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build meson pkg-config
   libuv1-dev node-llhttp libssl-dev libyaml-cpp-dev libsqlite3-dev
-  doctest-dev nlohmann-json3-dev libjemalloc-dev
+  doctest-dev nlohmann-json3-dev libjemalloc-dev zlib1g-dev libbrotli-dev
   openssl curl ca-certificates python3
 )
 

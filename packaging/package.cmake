@@ -55,7 +55,7 @@ if(KEYPOOL_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd")
 else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libc6, libstdc++6, libgcc-s1, libuv1, libssl3, libyaml-cpp0.7, libsqlite3-0, libjemalloc2, passwd")
+    "libc6, libstdc++6, libgcc-s1, libuv1, libssl3, libyaml-cpp0.7, libsqlite3-0, libjemalloc2, zlib1g, libbrotli1, passwd")
 endif()
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "ca-certificates")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
