@@ -71,6 +71,8 @@ constexpr auto kKeepAlive = folded("keep-alive");
 constexpr auto kXiApiKey = folded("xi-api-key");
 constexpr auto kRetryAfter = folded("retry-after");
 constexpr auto kContentType = folded("content-type");
+constexpr auto kAcceptEncoding = folded("accept-encoding");
+constexpr auto kContentEncoding = folded("content-encoding");
 constexpr auto kAuthorization = folded("authorization");
 constexpr auto kContentLength = folded("content-length");
 constexpr auto kHttp2Settings = folded("http2-settings");
@@ -116,8 +118,10 @@ FieldId classify_field(std::string_view name) {
         case 'h': return match(name, kHttp2Settings, FieldId::Http2Settings);
         default: return FieldId::Other;
       }
+    case 15: return match(name, kAcceptEncoding, FieldId::AcceptEncoding);
     case 16:
       switch (first) {
+        case 'c': return match(name, kContentEncoding, FieldId::ContentEncoding);
         case 'p': return match(name, kProxyConnection, FieldId::ProxyConnection);
         case 'x': return match(name, kXKeypoolKeyId, FieldId::XKeypoolKeyId);
         default: return FieldId::Other;

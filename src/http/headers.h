@@ -40,6 +40,8 @@ enum class FieldId : uint8_t {
   ApiKey,
   // Read from responses, or written by keypool.
   ContentType,
+  AcceptEncoding,   // rewritten to identity upstream (src/codec)
+  ContentEncoding,  // an answer keypool must decode
   RetryAfter,
   XKeypoolSession,
   XKeypoolKeyId,

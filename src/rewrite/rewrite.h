@@ -3,7 +3,8 @@
 //
 // It joins the service's base path with the client's rest and query, strips everything that
 // belongs to the downstream hop or identifies the caller (hop-by-hop headers, Host, the team
-// token in any header or query form, X-Keypool-* controls, Content-Length), and injects the
+// token in any header or query form, X-Keypool-* controls, Content-Length), asks for an
+// uncompressed answer (Accept-Encoding: identity: keypool reads it), and injects the
 // pooled key exactly once, in the form the service's auth_scheme asks for. The key value
 // appears only in the header or query parameter built here; nothing else in this room copies it.
 //

@@ -64,4 +64,67 @@ std::string pick_coding(std::string_view accept_encoding) {
   return "";
 }
 
+struct StreamEncoder::State {
+  bool brotli = false;
+  z_stream z{};
+  BrotliEncoderState* br = nullptr;
+  ~State() {
+    if (br) BrotliEncoderDestroyInstance(br);
+    else deflateEnd(&z);
+  }
+  std::string zlib(std::string_view data, int flush) {
+    std::string out;
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+    z.avail_in = static_cast<uInt>(data.size());
+    char buf[16384];
+    do {
+      z.next_out = reinterpret_cast<Bytef*>(buf);
+      z.avail_out = sizeof buf;
+      deflate(&z, flush);
+      out.append(buf, sizeof buf - z.avail_out);
+    } while (z.avail_out == 0);
+    return out;
+  }
+  std::string brotli_op(std::string_view data, BrotliEncoderOperation op) {
+    std::string out;
+    size_t avail_in = data.size();
+    const auto* next_in = reinterpret_cast<const uint8_t*>(data.data());
+    for (;;) {
+      size_t avail_out = 0;
+      if (!BrotliEncoderCompressStream(br, op, &avail_in, &next_in, &avail_out, nullptr, nullptr))
+        throw std::runtime_error("StreamEncoder: brotli failed");
+      size_t n = 0;
+      const uint8_t* bytes = BrotliEncoderTakeOutput(br, &n);
+      out.append(reinterpret_cast<const char*>(bytes), n);
+      if (avail_in == 0 && !BrotliEncoderHasMoreOutput(br) &&
+          (op != BROTLI_OPERATION_FINISH || BrotliEncoderIsFinished(br)))
+        break;
+    }
+    return out;
+  }
+};
+
+StreamEncoder::StreamEncoder(std::string_view coding) : s_(std::make_unique<State>()) {
+  if (coding == "br") {
+    s_->brotli = true;
+    s_->br = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
+    if (!s_->br) throw std::runtime_error("StreamEncoder: brotli init failed");
+    return;
+  }
+  int bits = coding == "gzip" ? 15 + 16 : coding == "deflate" ? 15 : coding == "deflate-raw" ? -15 : 0;
+  if (bits == 0) throw std::invalid_argument("StreamEncoder: unknown coding " + std::string(coding));
+  if (deflateInit2(&s_->z, 6, Z_DEFLATED, bits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    throw std::runtime_error("StreamEncoder: deflateInit2 failed");
+}
+
+StreamEncoder::~StreamEncoder() = default;
+
+std::string StreamEncoder::push(std::string_view data) {
+  return s_->brotli ? s_->brotli_op(data, BROTLI_OPERATION_FLUSH) : s_->zlib(data, Z_SYNC_FLUSH);
+}
+
+std::string StreamEncoder::finish() {
+  return s_->brotli ? s_->brotli_op("", BROTLI_OPERATION_FINISH) : s_->zlib("", Z_FINISH);
+}
+
 }  // namespace keypool::testing

@@ -99,6 +99,14 @@ void ResponseWriter::head(int status, HeaderList headers) {
       chunked_ = true;
     }
     if (status == 101 || header_lists_token(headers, "connection", "close")) must_close_ = true;
+    if (!coding_.empty() && !no_body_ && status != 101 && !has_header(headers, "content-encoding")) {
+      std::erase_if(headers, [](const auto& h) { return iequals(h.first, "content-length"); });
+      if (!chunked_) headers.emplace_back("Transfer-Encoding", "chunked");
+      chunked_ = true;
+      must_close_ = false;
+      headers.emplace_back("Content-Encoding", coding_ == "deflate-raw" ? "deflate" : coding_);
+      encoder_ = std::make_unique<StreamEncoder>(coding_);
+    }
   }
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
   for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
@@ -109,6 +117,11 @@ void ResponseWriter::head(int status, HeaderList headers) {
 void ResponseWriter::body(std::string_view data) {
   if (!head_sent_) head(200);
   if (no_body_ || ended_) return;
+  if (encoder_) return write_body(encoder_->push(data));
+  write_body(data);
+}
+
+void ResponseWriter::write_body(std::string_view data) {
   if (!chunked_) return write(data);
   if (data.empty()) return;  // an empty chunk would end the body
   std::string out = hex(data.size()) + "\r\n";
@@ -121,6 +134,7 @@ void ResponseWriter::end() {
   if (!head_sent_) head(200, {{"Content-Length", "0"}});
   if (ended_) return;
   ended_ = true;
+  if (encoder_) write_body(encoder_->finish());
   if (chunked_ && !no_body_) write("0\r\n\r\n");
 }
 
@@ -198,6 +212,12 @@ void FakeUpstream::clear_requests() {
   requests_.clear();
 }
 
+void FakeUpstream::set_compression(Compression mode, std::string forced) {
+  std::lock_guard<std::mutex> lock(mu_);
+  compression_ = mode;
+  forced_coding_ = std::move(forced);
+}
+
 void FakeUpstream::set_handler(Handler h) {
   std::lock_guard<std::mutex> lock(mu_);
   handler_ = std::move(h);
@@ -273,11 +293,13 @@ void FakeUpstream::serve(detail::UpstreamConn& c) {
       req.connection_id = c.id;
       if (!read_request(c, req)) break;
       Handler h;
+      ResponseWriter w(c, req);
       {
         std::lock_guard<std::mutex> lock(mu_);
         h = handler_;
+        if (compression_ == Compression::Force) w.coding_ = forced_coding_;
+        if (compression_ == Compression::Honour) w.coding_ = pick_coding(req.header("accept-encoding"));
       }
-      ResponseWriter w(c, req);
       try {
         h(req, w);
         if (w.closed_) break;

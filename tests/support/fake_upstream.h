@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/compress.h"
 #include "support/socket_stream.h"
 
 namespace keypool::testing {
@@ -52,14 +53,26 @@ class ResponseWriter {
   friend class FakeUpstream;
   ResponseWriter(detail::UpstreamConn& c, const RecordedRequest& req) : conn_(c), req_(req) {}
   void write(std::string_view bytes);
+  void write_body(std::string_view data);
 
   detail::UpstreamConn& conn_;
   const RecordedRequest& req_;
+  // The coding serve() chose for this response ("" none). A handler that sets its own
+  // Content-Encoding, a body-less status or a 101 is left alone.
+  std::string coding_;
+  std::unique_ptr<StreamEncoder> encoder_;
   bool head_sent_ = false, ended_ = false, chunked_ = false, no_body_ = false;
   bool must_close_ = false, closed_ = false;
 };
 
 using Handler = std::function<void(const RecordedRequest&, ResponseWriter&)>;
+
+// What the fake does to the bodies its handlers write, as a provider's edge does.
+enum class Compression {
+  Off,     // bodies go as written
+  Honour,  // the first of gzip, deflate, br the request's Accept-Encoding accepts
+  Force,   // the forced coding whatever the request accepts (an edge that ignores it)
+};
 
 class FakeUpstream {
  public:
@@ -79,6 +92,10 @@ class FakeUpstream {
   int aborted_responses() const { return aborted_; }
   void set_handler(Handler h);
   void set_store_bodies(bool store) { store_bodies_ = store; }
+  // Compresses what the handlers write from the next response on (chunked, Content-Length
+  // dropped, each body() call flushed so a stream stays a stream). forced: the coding Force
+  // uses ("gzip", "deflate", "deflate-raw", "br").
+  void set_compression(Compression mode, std::string forced = "gzip");
   // Closes the listener, wakes every connection and joins every thread. Each wait inside is
   // bounded or woken here, so this returns unless a handler itself blocks forever.
   void stop();
@@ -96,6 +113,8 @@ class FakeUpstream {
   std::atomic<int> accepted_{0}, open_{0}, aborted_{0};
   mutable std::mutex mu_;  // guards handler_, requests_, conns_
   Handler handler_;
+  Compression compression_ = Compression::Off;
+  std::string forced_coding_;
   std::vector<RecordedRequest> requests_;
   std::vector<std::shared_ptr<detail::UpstreamConn>> conns_;
   std::thread accept_thread_;

@@ -41,6 +41,8 @@ const std::vector<Named> kListed = {
     {"xi-api-key", FieldId::XiApiKey},
     {"api-key", FieldId::ApiKey},
     {"content-type", FieldId::ContentType},
+    {"accept-encoding", FieldId::AcceptEncoding},
+    {"content-encoding", FieldId::ContentEncoding},
     {"retry-after", FieldId::RetryAfter},
     {"x-keypool-session", FieldId::XKeypoolSession},
     {"x-keypool-key-id", FieldId::XKeypoolKeyId},

@@ -262,7 +262,7 @@ TEST_CASE("rewrite: stripped and kept headers") {
       {"Host", "api.openai.com"},      {"Content-Type", "application/json"},
       {"Accept", "text/event-stream"}, {"OpenAI-Beta", "assistants=v2"},
       {"X-Keypoolish", "kept"},        {"Sec-WebSocket-Key", "abc"},
-      {"x-api-key", "sk-KEY"},
+      {"Accept-Encoding", "identity"}, {"x-api-key", "sk-KEY"},
   };
   check_headers(r.headers, want);
 }
@@ -315,15 +315,15 @@ TEST_CASE("rewrite: framing header") {
   };
   const Case cases[] = {
       {rw::BodyFraming::None, 99,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n\r\n"},
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nx-api-key: k\r\n\r\n"},
       {rw::BodyFraming::ContentLength, 0,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nx-api-key: k\r\n"
        "Content-Length: 0\r\n\r\n"},
       {rw::BodyFraming::ContentLength, 18446744073709551615ull,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nx-api-key: k\r\n"
        "Content-Length: 18446744073709551615\r\n\r\n"},
       {rw::BodyFraming::Chunked, 5,
-       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-api-key: k\r\n"
+       "POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nx-api-key: k\r\n"
        "Transfer-Encoding: chunked\r\n\r\n"},
   };
   for (const auto& c : cases)
@@ -340,7 +340,7 @@ TEST_CASE("rewrite: headers that could split the head are left out") {
       {"Ctl", "a\x01z"}, {"Del", "a\x7f"},  {"Tab", "a\tb"}, {"Utf8", "caf\xc3\xa9"}};
   // The key's header goes too: a bad stored key cannot forge "X-Evil".
   CHECK(wire(build(svc, "GET", "/", "", client, "k\r\nX-Evil: 1", false)) ==
-        "GET / HTTP/1.1\r\nHost: h\r\nTab: a\tb\r\nUtf8: caf\xc3\xa9\r\n\r\n");
+        "GET / HTTP/1.1\r\nHost: h\r\nTab: a\tb\r\nUtf8: caf\xc3\xa9\r\nAccept-Encoding: identity\r\n\r\n");
   // A key with a line break is refused, not smuggled as a second header.
   auto built = build(service(), "GET", "/", "", {}, "k\r\nX-Evil: 1", false);
   CHECK(wire(built).find("X-Evil") == std::string::npos);
@@ -358,6 +358,7 @@ TEST_CASE("rewrite: headers named in Connection are dropped whatever their case"
   check_headers(r.headers, {{"Host", "api.openai.com"},
                             {"X-Trace-Hop-Not", "4"},
                             {"Accept", "*/*"},
+                            {"Accept-Encoding", "identity"},
                             {"Authorization", "Bearer k"}});
 }
 
@@ -378,11 +379,13 @@ TEST_CASE("rewrite: hop-by-hop and credential names are matched whatever their c
                           {"CONTENT-LENGTH", "3"},
                           {"EXPECT", "100-continue"},
                           {"X-KEYPOOL-Session", "s"},
+                          {"ACCEPT-encoding", "gzip, br"},
                           {"User-Agent", "sdk"}};
   auto r = build(service(), "POST", "/x", "", client, "sk-KEY", false);
-  check_headers(
-      r.headers,
-      {{"Host", "api.openai.com"}, {"User-Agent", "sdk"}, {"Authorization", "Bearer sk-KEY"}});
+  check_headers(r.headers, {{"Host", "api.openai.com"},
+                            {"User-Agent", "sdk"},
+                            {"Accept-Encoding", "identity"},
+                            {"Authorization", "Bearer sk-KEY"}});
   // An upgrade keeps the client's Upgrade as written, whatever its case.
   auto up = build(service(), "GET", "/x", "", client, "sk-KEY", true);
   check_headers(up.headers, {{"Host", "api.openai.com"},
@@ -390,6 +393,22 @@ TEST_CASE("rewrite: hop-by-hop and credential names are matched whatever their c
                              {"User-Agent", "sdk"},
                              {"Connection", "Upgrade"},
                              {"Authorization", "Bearer sk-KEY"}});
+}
+
+TEST_CASE("rewrite: the upstream is asked for identity, unless the service fixes Accept-Encoding") {
+  const Headers client = {{"Accept-Encoding", "gzip, deflate, br, zstd"}, {"accept-encoding", "gzip"}};
+  auto r = build(service(), "POST", "/x", "", client, "k", false);
+  CHECK(keypool::http::count_header(r.headers, "accept-encoding") == 1);
+  CHECK(find_header(r.headers, "Accept-Encoding") == "identity");
+  // Also when the client sent none: an upstream's default may be to compress.
+  auto none = build(service(), "POST", "/x", "", {}, "k", false);
+  CHECK(find_header(none.headers, "Accept-Encoding") == "identity");
+  // An operator's fixed header is the operator's choice (keypool decodes what comes back).
+  auto svc = service();
+  svc.headers = {{"Accept-Encoding", "gzip"}};
+  auto fixed = build(svc, "POST", "/x", "", client, "k", false);
+  CHECK(keypool::http::count_header(fixed.headers, "accept-encoding") == 1);
+  CHECK(find_header(fixed.headers, "Accept-Encoding") == "gzip");
 }
 
 TEST_CASE("rewrite: the key is written into the head only, and wiping the head leaves none") {
@@ -422,7 +441,8 @@ TEST_CASE("rewrite: the key is written into the head only, and wiping the head l
 
 TEST_CASE("rewrite: a typical SDK request gives the head it always has") {
   // What the OpenAI Python SDK sends through httpx; the expected head was produced by the
-  // rewrite that built a Headers copy first, and must not change byte for byte.
+  // rewrite that built a Headers copy first, and must not change byte for byte, but for the
+  // client's Accept-Encoding, which keypool replaces with identity (it reads the answer).
   const Headers client = {
       {"Host", "localhost:8080"},
       {"Accept-Encoding", "gzip, deflate"},
@@ -445,7 +465,6 @@ TEST_CASE("rewrite: a typical SDK request gives the head it always has") {
   CHECK(wire(r) ==
         "POST /v1/chat/completions HTTP/1.1\r\n"
         "Host: api.openai.com\r\n"
-        "Accept-Encoding: gzip, deflate\r\n"
         "Accept: application/json\r\n"
         "Content-Type: application/json\r\n"
         "User-Agent: OpenAI/Python 1.54.4\r\n"
@@ -456,6 +475,7 @@ TEST_CASE("rewrite: a typical SDK request gives the head it always has") {
         "X-Stainless-Runtime: CPython\r\n"
         "X-Stainless-Runtime-Version: 3.12.3\r\n"
         "X-Stainless-Retry-Count: 0\r\n"
+        "Accept-Encoding: identity\r\n"
         "Authorization: Bearer sk-proj-abc123XYZ\r\n"
         "Content-Length: 95\r\n"
         "\r\n");
