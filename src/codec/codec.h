@@ -35,6 +35,18 @@ Coding classify_content_encoding(std::string_view value);
 // not refused by name with q=0. An absent or empty Accept-Encoding accepts none of them.
 bool accepts(std::string_view accept_encoding, std::string_view content_encoding);
 
+// What the proxy does with an answer's body, given its Content-Encoding, what the client
+// accepts and whether keypool must read the body (an error body it masks the key in):
+// - AsIs: no coding.
+// - Decode: gzip, deflate or br: decoded as it passes and forwarded decoded, whatever the
+//   client accepts (so a client that sent no Accept-Encoding never gets a coded body).
+// - Relay: a coding keypool cannot decode, on a body it need not read, that the client
+//   accepts: forwarded untouched (its usage is not counted).
+// - Refuse: a coding keypool cannot decode where it must read the body (it could quote the
+//   key) or where the client does not accept it: never forwarded.
+enum class Treatment : uint8_t { AsIs, Decode, Relay, Refuse };
+Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding, bool must_read);
+
 // What a decoder lets a body grow to. A real JSON or SSE answer inflates 3-20 times; a model
 // stuck repeating one token until max_tokens makes a stream that deflate shrinks about
 // 1000:1 (its ceiling is 1032:1) and brotli far more, but that stream stays under a few MB.
@@ -67,7 +79,7 @@ class Decoder {
   uint64_t bytes_out() const { return bytes_out_; }
 
  protected:
-  explicit Decoder(Limits limits);
+  Decoder(Limits limits, const char* label);
   // What one step did: bytes written to the front of out_, and whether it moved at all
   // (read input, wrote output or advanced its own state); a step that did not move is not
   // repeated until more input comes.
@@ -87,6 +99,7 @@ class Decoder {
   Error fail(Error error);
 
   Limits limits_;
+  const char* label_;  // "gzip", "deflate", "br": for messages
   bool pending_ = false;  // the last step filled out_: the coder may hold more output
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
   std::optional<Error> error_;

@@ -78,6 +78,20 @@ Coding classify_content_encoding(std::string_view value) {
   return found;
 }
 
+Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding, bool must_read) {
+  switch (classify_content_encoding(content_encoding)) {
+    case Coding::Identity:
+      return Treatment::AsIs;
+    case Coding::Gzip:
+    case Coding::Deflate:
+    case Coding::Brotli:
+      return Treatment::Decode;
+    case Coding::Other:
+      break;
+  }
+  return !must_read && accepts(accept_encoding, content_encoding) ? Treatment::Relay : Treatment::Refuse;
+}
+
 bool accepts(std::string_view accept_encoding, std::string_view content_encoding) {
   return each_item(content_encoding, [&](std::string_view coding) {
     return iequals(coding, "identity") || accepts_one(accept_encoding, canonical(coding));

@@ -15,7 +15,8 @@ namespace {
 // second one comes, whatever way the body is cut.
 class ZlibDecoder final : public Decoder {
  public:
-  ZlibDecoder(Coding coding, Limits limits) : Decoder(limits), gzip_(coding == Coding::Gzip) {
+  ZlibDecoder(Coding coding, Limits limits)
+      : Decoder(limits, coding == Coding::Gzip ? "gzip" : "deflate"), gzip_(coding == Coding::Gzip) {
     if (gzip_) open(15 + 16);  // 32 KiB window, gzip wrapper
   }
   ~ZlibDecoder() override {
@@ -101,7 +102,7 @@ class ZlibDecoder final : public Decoder {
 class BrotliDecoder final : public Decoder {
  public:
   explicit BrotliDecoder(Limits limits)
-      : Decoder(limits), state_(BrotliDecoderCreateInstance(nullptr, nullptr, nullptr)) {}
+      : Decoder(limits, "br"), state_(BrotliDecoderCreateInstance(nullptr, nullptr, nullptr)) {}
 
  private:
   struct Destroy {
@@ -156,7 +157,8 @@ std::unique_ptr<Decoder> Decoder::make(Coding coding, Limits limits) {
   return nullptr;
 }
 
-Decoder::Decoder(Limits limits) : out_(std::max<size_t>(limits.piece_bytes, 1), '\0'), limits_(limits) {}
+Decoder::Decoder(Limits limits, const char* label)
+    : out_(std::max<size_t>(limits.piece_bytes, 1), '\0'), limits_(limits), label_(label) {}
 
 void Decoder::push(std::string_view in) { in_ = in; }
 
@@ -181,7 +183,7 @@ Result<std::string_view> Decoder::next() {
       bytes_out_ += s->produced;
       if (bytes_out_ > bytes_in_ * limits_.max_ratio + limits_.allowance)
         return fail(make_error(ErrorCode::BadGateway,
-                               "compressed body expands past " + std::to_string(limits_.max_ratio) +
+                               std::string(label_) + " body expands past " + std::to_string(limits_.max_ratio) +
                                    " times its size: refused as a decompression bomb"));
       return std::string_view(out_.data(), s->produced);
     }
@@ -193,7 +195,7 @@ Result<std::string_view> Decoder::next() {
 
 Result<void> Decoder::finish() {
   if (error_) return *error_;
-  if (!ended_) return fail(make_error(ErrorCode::BadGateway, "compressed body ends before its coded stream does (truncated)"));
+  if (!ended_) return fail(make_error(ErrorCode::BadGateway, std::string(label_) + " body ends before its compressed stream does (truncated)"));
   return Ok{};
 }
 

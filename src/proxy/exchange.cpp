@@ -67,6 +67,18 @@ size_t put_header(http::Headers& headers, size_t at, std::string_view name, std:
   return at + 1;
 }
 
+// Every value of a field, joined by ',' as RFC 9110 §5.3 allows: "Content-Encoding: gzip"
+// twice is two codings, not one.
+std::string joined_values(const http::Headers& headers, http::FieldId id) {
+  std::string out;
+  for (const auto& h : headers) {
+    if (http::field_id(h) != id) continue;
+    if (!out.empty()) out += ',';
+    out += h.value;
+  }
+  return out;
+}
+
 // What the proxy keeps on a client connection between its requests.
 struct ClientState final : server::ConnectionState {
   auth::CredentialMemo memo;
@@ -352,6 +364,12 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   mask_errors_ = head.status >= 400;
   bool no_body = head_.method == "HEAD" || head.status == 204 || head.status == 304 ||
                  (head.status >= 100 && head.status < 200);
+  if (!take_coding(headers, no_body)) return;
+  if (decoder_ && !no_body) {
+    // Decoded text has a length of its own: it goes out chunked, or held and measured.
+    head.content_length.reset();
+    head.chunked = true;
+  }
   if (mask_errors_ && !no_body) {
     held_head_ = std::move(headers);  // the head goes out with the held body
     return;
@@ -366,7 +384,77 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
     sink_->send_head(head.status, headers, server::BodyMode::Stream, 0);
 }
 
+// Decides what the answer's Content-Encoding means (codec::treatment) and sets the decoder
+// up; the caller's headers lose the Content-Encoding of a body keypool decodes. False when
+// it answered the client itself: a coding keypool cannot read where it must read, or that
+// the client cannot read.
+bool ProxyExchange::take_coding(http::Headers& headers, bool no_body) {
+  std::string coding = joined_values(headers, http::FieldId::ContentEncoding);
+  if (coding.empty()) return true;
+  const auto treat = codec::treatment(coding, joined_values(head_.headers, http::FieldId::AcceptEncoding),
+                                      mask_errors_);
+  switch (treat) {
+    case codec::Treatment::AsIs:
+      return true;
+    case codec::Treatment::Decode:
+      std::erase_if(headers, [](const http::Header& h) { return http::field_id(h) == http::FieldId::ContentEncoding; });
+      if (!no_body) decoder_ = codec::Decoder::make(codec::classify_content_encoding(coding));
+      return true;
+    case codec::Treatment::Relay:
+      // The client reads it; keypool cannot, so its usage goes uncounted.
+      usage_.reset();
+      log::warn("upstream answered with a coding keypool cannot decode; relayed, usage not counted",
+                {{"service", svc_->name}, {"key_id", lease_->key_id}, {"content_encoding", coding}});
+      return true;
+    case codec::Treatment::Refuse:
+      break;
+  }
+  if (no_body) return true;  // nothing to read or to leak
+  log::warn("upstream answered with a coding keypool cannot decode; refused",
+            {{"service", svc_->name}, {"key_id", lease_->key_id}, {"content_encoding", coding}, {"status", status_}});
+  fail(502, "upstream_encoding",
+       "upstream " + svc_->name + " answered " + std::to_string(status_) + " with Content-Encoding '" + coding +
+           "', which keypool cannot decode" + (mask_errors_ ? " (an error body must be read to mask the key)" : "") +
+           " and the client did not accept");
+  return false;
+}
+
 void ProxyExchange::on_response_body(std::string_view data) {
+  if (decoder_) return decode_body(data);
+  take_body(data);
+}
+
+// Every piece of decoded text goes the way a plain body goes; a piece is at most
+// codec::Limits::piece_bytes.
+void ProxyExchange::decode_body(std::string_view data) {
+  decoder_->push(data);
+  for (;;) {
+    auto piece = decoder_->next();
+    if (!piece) return decode_failed(piece.error().message);
+    if (piece->empty()) return;
+    take_body(*piece);
+  }
+}
+
+// A body that is corrupt, truncated or a bomb: like an upstream that broke mid-answer. A held
+// error body has not reached the client: it gets a 502 instead; anything else is cut.
+void ProxyExchange::decode_failed(const std::string& message) {
+  log::warn("upstream body could not be decoded",
+            {{"service", svc_->name}, {"key_id", lease_ ? lease_->key_id : 0}, {"error", message}});
+  decoder_.reset();
+  if (mask_errors_ && !held_sent_) {
+    std::string().swap(held_);
+    return fail(502, "bad_gateway", "upstream " + svc_->name + ": " + message);
+  }
+  drop_upstream();
+  release_lease(true, "undecodable body");
+  response_done_ = true;
+  if (sink_) sink_->abort();
+  sink_ = nullptr;
+  record_metrics();
+}
+
+void ProxyExchange::take_body(std::string_view data) {
   if (usage_) usage_->feed(data);
   if (mask_errors_) {
     if (held_.size() + data.size() <= kMaxHeldErrorBody) {
@@ -405,6 +493,10 @@ void ProxyExchange::flush_held(bool complete) {
 }
 
 void ProxyExchange::on_response_end() {
+  if (decoder_) {
+    // The body's framing ended; the coded stream must have ended with it.
+    if (auto done = decoder_->finish(); !done) return decode_failed(done.error().message);
+  }
   if (mask_errors_ && !held_sent_) flush_held(true);
   response_done_ = true;
   bool ok = status_ < 400;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "auth/auth.h"
+#include "codec/codec.h"
 #include "pool/pool.h"
 #include "proxy/proxy.h"
 #include "proxy/usage.h"
@@ -76,6 +77,10 @@ class ProxyExchange final : public server::RequestHandler,
   void on_key_refused(int status, const http::Headers& headers);
   const std::string& storm_scope();
   void forward_head(upstream::ResponseHead& head);
+  bool take_coding(http::Headers& headers, bool no_body);
+  void take_body(std::string_view data);
+  void decode_body(std::string_view data);
+  void decode_failed(const std::string& message);
   void send_to_client(std::string_view data);
   void flush_held(bool complete);
   void finish_response();
@@ -122,6 +127,9 @@ class ProxyExchange final : public server::RequestHandler,
   uint64_t upstream_started_ns_ = 0;
   std::optional<double> upstream_seconds_;  // this attempt's time to the response head, not yet recorded
   std::optional<UsageTap> usage_;
+  // Set when the upstream compressed its answer despite Accept-Encoding: identity: the body
+  // is decoded before anything reads it (usage, masking) and goes to the client decoded.
+  std::unique_ptr<codec::Decoder> decoder_;
 };
 
 }  // namespace keypool::proxy

@@ -97,6 +97,25 @@ TEST_CASE("codec: Accept-Encoding accepts a coding by name or by *, never at q=0
   CHECK(accepts("gzip, zstd", "gzip, zstd"));
 }
 
+TEST_CASE("codec: what the proxy does with each coding") {
+  using keypool::codec::Treatment;
+  using keypool::codec::treatment;
+  CHECK(treatment("", "", true) == Treatment::AsIs);
+  CHECK(treatment("identity", "gzip", false) == Treatment::AsIs);
+  for (const char* c : {"gzip", "x-gzip", "deflate", "br"}) {
+    CAPTURE(c);
+    // Decoded whatever the client accepts, also for bodies keypool must read.
+    CHECK(treatment(c, "", true) == Treatment::Decode);
+    CHECK(treatment(c, "gzip, deflate, br", false) == Treatment::Decode);
+  }
+  CHECK(treatment("zstd", "gzip, deflate, br, zstd", false) == Treatment::Relay);
+  CHECK(treatment("zstd", "gzip, deflate, br, zstd", true) == Treatment::Refuse);  // may quote the key
+  CHECK(treatment("zstd", "gzip, deflate, br", false) == Treatment::Refuse);        // the client cannot read it
+  CHECK(treatment("zstd", "", false) == Treatment::Refuse);
+  CHECK(treatment("gzip, br", "gzip, br", false) == Treatment::Relay);  // stacked: not decoded, but readable
+  CHECK(treatment("gzip, br", "gzip, br", true) == Treatment::Refuse);
+}
+
 TEST_CASE("codec: each coding decodes whole, and split at every byte") {
   const std::string text = sample_text(3000);
   for (const auto& name : kCodings) {
