@@ -52,9 +52,8 @@ Treatment treatment(std::string_view content_encoding, std::string_view accept_e
 // 1000:1 (its ceiling is 1032:1) and brotli far more, but that stream stays under a few MB.
 // A "bomb" (a few KiB that brotli expands to gigabytes) is cut once the output passes
 // max_ratio times the input read so far plus allowance. Output is handed over in pieces of
-// at most piece_bytes, so the decoder holds one piece whatever the ratio. The limit admitted:
-// the proxy drains one upstream read (at most 64 KiB) at a time, so a hostile upstream can
-// put up to 64 MiB + allowance in one client's write queue once before it is cut.
+// at most piece_bytes, so the decoder holds one piece whatever the ratio, and its caller
+// can stop pulling between pieces (hold()) when its reader falls behind.
 struct Limits {
   uint64_t max_ratio = 1024;
   uint64_t allowance = 8 << 20;
@@ -74,6 +73,10 @@ class Decoder {
   void push(std::string_view in);
   Result<std::string_view> next();
   Result<void> finish();
+  // For a caller that stops pulling before the input is used up (its reader is behind) and
+  // will call next() again after the pushed bytes are gone: copies the input not yet decoded
+  // out of the caller's buffer. Until that is used up, push() appends to the copy.
+  void hold();
 
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_out() const { return bytes_out_; }
@@ -91,7 +94,7 @@ class Decoder {
   // the coded stream is complete.
   virtual Result<Step> step() = 0;
 
-  std::string_view in_;  // what push() gave and step() has not read yet
+  std::string_view in_;  // what push() gave and step() has not read yet (or a view of kept_)
   std::string out_;      // one piece
   bool ended_ = false;   // the coded stream is complete
 
@@ -101,6 +104,8 @@ class Decoder {
   Limits limits_;
   const char* label_;  // "gzip", "deflate", "br": for messages
   bool pending_ = false;  // the last step filled out_: the coder may hold more output
+  std::string kept_;      // hold(): the input not yet decoded; in_ views its tail
+  bool holding_ = false;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
   std::optional<Error> error_;
 };

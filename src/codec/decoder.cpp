@@ -160,10 +160,27 @@ std::unique_ptr<Decoder> Decoder::make(Coding coding, Limits limits) {
 Decoder::Decoder(Limits limits, const char* label)
     : out_(std::max<size_t>(limits.piece_bytes, 1), '\0'), limits_(limits), label_(label) {}
 
-void Decoder::push(std::string_view in) { in_ = in; }
+void Decoder::push(std::string_view in) {
+  if (!holding_) {
+    in_ = in;
+    return;
+  }
+  kept_.erase(0, kept_.size() - in_.size());  // drop what was read
+  kept_.append(in);
+  in_ = kept_;
+}
+
+void Decoder::hold() {
+  if (holding_ || in_.empty()) return;
+  kept_.assign(in_);
+  in_ = kept_;
+  holding_ = true;
+}
 
 Error Decoder::fail(Error error) {
   in_ = {};
+  holding_ = false;
+  std::string().swap(kept_);
   error_ = std::move(error);
   return *error_;
 }
@@ -190,6 +207,10 @@ Result<std::string_view> Decoder::next() {
     if (!s->moved) break;  // nothing more until more input comes
   }
   pending_ = false;
+  if (holding_ && in_.empty()) {
+    holding_ = false;
+    std::string().swap(kept_);
+  }
   return std::string_view();
 }
 

@@ -318,6 +318,7 @@ void ProxyExchange::on_abort() {
 }
 
 void ProxyExchange::on_writable() {
+  if (decoding_ != Decoding::Flowing) return resume_decoding();
   if (up_) up_->resume_read();
 }
 
@@ -424,16 +425,44 @@ void ProxyExchange::on_response_body(std::string_view data) {
   take_body(data);
 }
 
-// Every piece of decoded text goes the way a plain body goes; a piece is at most
-// codec::Limits::piece_bytes.
 void ProxyExchange::decode_body(std::string_view data) {
-  decoder_->push(data);
-  for (;;) {
+  decoder_->push(data);  // appended to what a pause kept
+  if (decoding_ == Decoding::Flowing) drain_decoder();
+}
+
+// Every piece of decoded text (at most codec::Limits::piece_bytes) goes the way a plain body
+// goes, while the client keeps up. Once its write queue is over the high watermark the rest
+// of the input is kept and the upstream paused: one coded read never becomes megabytes of
+// queue, nor a long burst of work on the loop.
+void ProxyExchange::drain_decoder() {
+  const auto high = static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark);
+  while (sink_) {
+    if (sink_->queued_bytes() > high) {
+      decoder_->hold();
+      decoding_ = Decoding::Paused;
+      if (up_) up_->pause_read();
+      return;
+    }
     auto piece = decoder_->next();
     if (!piece) return decode_failed(piece.error().message);
     if (piece->empty()) return;
     take_body(*piece);
   }
+}
+
+// The client drained its queue (on_writable): decode on, then let the upstream go on, or
+// end the response when the upstream's end was held back.
+void ProxyExchange::resume_decoding() {
+  const bool ended = decoding_ == Decoding::PausedEnded;
+  decoding_ = Decoding::Flowing;
+  drain_decoder();
+  if (!decoder_ || response_done_) return;  // failed, and answered
+  if (decoding_ == Decoding::Paused) {
+    if (ended) decoding_ = Decoding::PausedEnded;
+    return;
+  }
+  if (ended) return on_response_end();
+  if (up_) up_->resume_read();
 }
 
 // A body that is corrupt, truncated or a bomb: like an upstream that broke mid-answer. A held
@@ -494,6 +523,10 @@ void ProxyExchange::flush_held(bool complete) {
 
 void ProxyExchange::on_response_end() {
   if (decoder_) {
+    if (decoding_ == Decoding::Paused) {
+      decoding_ = Decoding::PausedEnded;  // resume_decoding ends it once the client caught up
+      return;
+    }
     // The body's framing ended; the coded stream must have ended with it.
     if (auto done = decoder_->finish(); !done) return decode_failed(done.error().message);
   }

@@ -80,6 +80,8 @@ class ProxyExchange final : public server::RequestHandler,
   bool take_coding(http::Headers& headers, bool no_body);
   void take_body(std::string_view data);
   void decode_body(std::string_view data);
+  void drain_decoder();
+  void resume_decoding();
   void decode_failed(const std::string& message);
   void send_to_client(std::string_view data);
   void flush_held(bool complete);
@@ -130,6 +132,11 @@ class ProxyExchange final : public server::RequestHandler,
   // Set when the upstream compressed its answer despite Accept-Encoding: identity: the body
   // is decoded before anything reads it (usage, masking) and goes to the client decoded.
   std::unique_ptr<codec::Decoder> decoder_;
+  // Decoded text can be hundreds of times its coded size, so the decoder, not the upstream,
+  // waits for the client: Paused keeps the undecoded input (the upstream's reads paused)
+  // until on_writable; PausedEnded also holds back the upstream's end until it is drained.
+  enum class Decoding : uint8_t { Flowing, Paused, PausedEnded };
+  Decoding decoding_ = Decoding::Flowing;
 };
 
 }  // namespace keypool::proxy

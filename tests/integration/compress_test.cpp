@@ -5,6 +5,7 @@
 // and the usage counted.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -101,6 +102,29 @@ Handler echo_key_error(int status) {
 }
 
 const char* kCodings[] = {"gzip", "deflate", "deflate-raw", "br"};
+
+// The peak VmRSS of a process, sampled every 10 ms on a thread until finish().
+class PeakRss {
+ public:
+  explicit PeakRss(pid_t pid) : pid_(pid), thread_([this] {
+      while (!stop_) {
+        peak_ = std::max(peak_.load(), rss_kib(pid_));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }) {}
+  ~PeakRss() { finish(); }
+  long finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return std::max(peak_.load(), rss_kib(pid_));
+  }
+
+ private:
+  pid_t pid_;
+  std::atomic<bool> stop_{false};
+  std::atomic<long> peak_{0};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -303,4 +327,36 @@ TEST_CASE("compress: a corrupt or truncated compressed answer never ends cleanly
     }
   }
   CHECK(rig.kp.get("/health").status == 200);
+}
+
+// gzip shrinks a run of one byte about 1000 times: each 64 KiB the upstream sends is 64 MiB
+// of text. keypool decodes only as fast as the client reads, so its memory stays flat.
+TEST_CASE("compress: a body that expands a thousandfold is decoded as fast as the client reads") {
+  const int mib = 96;
+  const std::string block(1 << 20, 'a');
+  Rig rig([&](const RecordedRequest&, ResponseWriter& w) {
+    w.head(200, {{"Content-Type", "text/plain"}});
+    for (int i = 0; i < mib; ++i) w.body(block);
+    w.end();
+  });
+  rig.up.set_compression(Compression::Force, "gzip");
+  long idle = rss_kib(rig.kp.proc->pid());
+  REQUIRE(idle > 0);
+  PeakRss sampler(rig.kp.proc->pid());
+  auto c = Connection::connect("127.0.0.1", rig.kp.port, 30000);
+  c.send("GET", "/v1/svc/big", rig.headers(kSdkAccept));
+  auto head = c.read_head();
+  REQUIRE(head.status == 200);
+  CHECK(head.header("content-encoding").empty());
+  uint64_t got = 0;
+  bool only_a = true;
+  while (auto chunk = c.read_chunk(10000)) {
+    got += chunk->size();
+    only_a = only_a && chunk->find_first_not_of('a') == std::string::npos;
+  }
+  long peak = sampler.finish();
+  CHECK(got == uint64_t{mib} << 20);
+  CHECK(only_a);
+  MESSAGE("decoded " << got << " bytes: idle RSS " << idle << " KiB, peak " << peak << " KiB");
+  CHECK(peak - idle <= 32 * 1024);
 }
