@@ -22,10 +22,12 @@ namespace {
 
 // Words drawn with a Zipf-like skew: compresses like English prose (gzip about 3:1).
 std::string prose(std::mt19937& rng, size_t n) {
-  static const char* words[] = {"the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with",
-                                "model", "answer", "request", "token", "key", "pool", "stream", "latency",
-                                "upstream", "function", "returns", "value", "because", "example", "python",
-                                "response", "compressed", "provider", "context", "window", "embedding"};
+  static const char* words[] = {
+      "the",        "of",       "and",     "to",      "a",        "in",      "is",
+      "that",       "for",      "it",      "as",      "with",     "model",   "answer",
+      "request",    "token",    "key",     "pool",    "stream",   "latency", "upstream",
+      "function",   "returns",  "value",   "because", "example",  "python",  "response",
+      "compressed", "provider", "context", "window",  "embedding"};
   const size_t count = sizeof words / sizeof *words;
   std::string s;
   while (s.size() < n) {
@@ -42,7 +44,8 @@ std::string chat_json(std::mt19937& rng, size_t content) {
          R"("choices":[{"index":0,"message":{"role":"assistant","content":")" +
          prose(rng, content) +
          R"(","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":812,)"
-         R"("completion_tokens":)" + std::to_string(content / 4) +
+         R"("completion_tokens":)" +
+         std::to_string(content / 4) +
          R"(,"total_tokens":1400},"system_fingerprint":"fp_7f6be3efb0"})";
 }
 
@@ -50,9 +53,13 @@ std::string chat_json(std::mt19937& rng, size_t content) {
 std::string sse_stream(std::mt19937& rng, int events) {
   std::string s;
   for (int i = 0; i < events; ++i)
-    s += R"(data: {"id":"chatcmpl-AbC123xYz","object":"chat.completion.chunk","created":1733625600,)"
-         R"("model":"gpt-4o-2024-08-06","system_fingerprint":"fp_7f6be3efb0","choices":[{"index":0,)"
-         R"("delta":{"content":")" + prose(rng, 5) + R"("},"logprobs":null,"finish_reason":null}]})" "\n\n";
+    s +=
+        R"(data: {"id":"chatcmpl-AbC123xYz","object":"chat.completion.chunk","created":1733625600,)"
+        R"("model":"gpt-4o-2024-08-06","system_fingerprint":"fp_7f6be3efb0","choices":[{"index":0,)"
+        R"("delta":{"content":")" +
+        prose(rng, 5) +
+        R"("},"logprobs":null,"finish_reason":null}]})"
+        "\n\n";
   return s + "data: [DONE]\n\n";
 }
 
@@ -91,7 +98,8 @@ std::string brotli(const std::string& in, int quality) {
   size_t n = BrotliEncoderMaxCompressedSize(in.size()) + 64;
   std::string out(n, '\0');
   BrotliEncoderCompress(quality, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, in.size(),
-                        reinterpret_cast<const uint8_t*>(in.data()), &n, reinterpret_cast<uint8_t*>(out.data()));
+                        reinterpret_cast<const uint8_t*>(in.data()), &n,
+                        reinterpret_cast<uint8_t*>(out.data()));
   out.resize(n);
   return out;
 }
@@ -119,7 +127,8 @@ size_t tls_decrypt(const std::string& wire) {
   static const unsigned char key[16] = {}, iv[12] = {};
   static EVP_CIPHER_CTX* ctx = [] {
     EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
-    EVP_DecryptInit_ex(c, EVP_aes_128_gcm(), nullptr, key, iv);  // the key schedule, once per connection
+    EVP_DecryptInit_ex(c, EVP_aes_128_gcm(), nullptr, key,
+                       iv);  // the key schedule, once per connection
     return c;
   }();
   static std::string out(16384 + 32, '\0');
@@ -168,24 +177,33 @@ int main() {
     std::string text;
   };
   std::vector<Body> bodies = {
-      {"error 401 JSON", R"({"error":{"message":"Incorrect API key provided: sk-proj-****************abcd. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}})"},
+      {"error 401 JSON",
+       R"({"error":{"message":"Incorrect API key provided: sk-proj-****************abcd. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}})"},
       {"chat answer ~1 KB", chat_json(rng, 600)},
       {"chat answer ~4 KB", chat_json(rng, 3600)},
       {"SSE stream, 300 chunks", sse_stream(rng, 300)},
       {"embeddings ~1 MB", embeddings(rng, 1 << 20)},
   };
-  std::printf("Bytes on the upstream link per body (gzip level 6 and br quality 4: what edges use on the fly)\n\n");
+  std::printf(
+      "Bytes on the upstream link per body (gzip level 6 and br quality 4: what edges use on the "
+      "fly)\n\n");
   std::printf("| body | identity | gzip -6 | br q4 |\n|---|---:|---:|---:|\n");
   for (const auto& b : bodies) {
     auto g = gzip(b.text, 6), br = brotli(b.text, 4);
     std::printf("| %s | %zu | %zu (%.1fx) | %zu (%.1fx) |\n", b.name, b.text.size(), g.size(),
                 double(b.text.size()) / g.size(), br.size(), double(b.text.size()) / br.size());
   }
-  std::printf("\nkeypool CPU per body, microseconds (thread CPU time, least of 7 runs). TLS: decrypting what\n"
-              "the upstream link carries. (a) = TLS of the identity bytes; (b) = TLS of the gzip or br bytes +\n"
-              "decoding them with codec::Decoder; re-encoding columns: what forwarding the coding the client\n"
-              "accepted would add on top of (b).\n\n");
-  std::printf("| body | (a) identity: TLS | (b) gzip: TLS + gunzip | (b) br: TLS + decode | re-encode gzip -1 | re-encode br q4 |\n");
+  std::printf(
+      "\nkeypool CPU per body, microseconds (thread CPU time, least of 7 runs). TLS: decrypting "
+      "what\n"
+      "the upstream link carries. (a) = TLS of the identity bytes; (b) = TLS of the gzip or br "
+      "bytes +\n"
+      "decoding them with codec::Decoder; re-encoding columns: what forwarding the coding the "
+      "client\n"
+      "accepted would add on top of (b).\n\n");
+  std::printf(
+      "| body | (a) identity: TLS | (b) gzip: TLS + gunzip | (b) br: TLS + decode | re-encode gzip "
+      "-1 | re-encode br q4 |\n");
   std::printf("|---|---:|---:|---:|---:|---:|\n");
   for (const auto& b : bodies) {
     auto g = gzip(b.text, 6), br = brotli(b.text, 4);
@@ -197,8 +215,8 @@ int main() {
     double unbr = us_per_call([&] { sink = sink + decode(Coding::Brotli, br); });
     double regz = us_per_call([&] { sink = sink + gzip(b.text, 1).size(); });
     double rebr = us_per_call([&] { sink = sink + brotli(b.text, 4).size(); });
-    std::printf("| %s | %.2f | %.2f + %.1f = %.1f | %.2f + %.1f = %.1f | %.1f | %.1f |\n", b.name, tls_plain, tls_g,
-                gun, tls_g + gun, tls_br, unbr, tls_br + unbr, regz, rebr);
+    std::printf("| %s | %.2f | %.2f + %.1f = %.1f | %.2f + %.1f = %.1f | %.1f | %.1f |\n", b.name,
+                tls_plain, tls_g, gun, tls_g + gun, tls_br, unbr, tls_br + unbr, regz, rebr);
   }
   return 0;
 }

@@ -45,7 +45,8 @@ bool accepts(std::string_view accept_encoding, std::string_view content_encoding
 // - Refuse: a coding keypool cannot decode where it must read the body (it could quote the
 //   key) or where the client does not accept it: never forwarded.
 enum class Treatment : uint8_t { AsIs, Decode, Relay, Refuse };
-Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding, bool must_read);
+Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding,
+                    bool must_read);
 
 // What a decoder lets a body grow to. A real JSON or SSE answer inflates 3-20 times; a model
 // stuck repeating one token until max_tokens makes a stream that deflate shrinks about
@@ -67,7 +68,8 @@ struct Limits {
 // bytes after the end of the coded stream, or output past the Limits.
 class Decoder {
  public:
-  static std::unique_ptr<Decoder> make(Coding coding, Limits limits = {});  // null for Identity/Other
+  static std::unique_ptr<Decoder> make(Coding coding,
+                                       Limits limits = {});  // null for Identity/Other
   virtual ~Decoder() = default;
 
   void push(std::string_view in);
@@ -102,7 +104,7 @@ class Decoder {
   Error fail(Error error);
 
   Limits limits_;
-  const char* label_;  // "gzip", "deflate", "br": for messages
+  const char* label_;     // "gzip", "deflate", "br": for messages
   bool pending_ = false;  // the last step filled out_: the coder may hold more output
   std::string kept_;      // hold(): the input not yet decoded; in_ views its tail
   bool holding_ = false;

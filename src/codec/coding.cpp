@@ -26,7 +26,9 @@ bool each_item(std::string_view list, F&& f) {
 }
 
 // RFC 9110 §8.4.1.3: x-gzip is gzip.
-std::string_view canonical(std::string_view coding) { return iequals(coding, "x-gzip") ? "gzip" : coding; }
+std::string_view canonical(std::string_view coding) {
+  return iequals(coding, "x-gzip") ? "gzip" : coding;
+}
 
 // The q of one Accept-Encoding item's parameters (";q=0.5"): anything but a zero weight
 // accepts. "0", "0.", "0.0", "0.000" are zero; "1", "0.001" are not.
@@ -50,9 +52,12 @@ bool accepts_one(std::string_view accept_encoding, std::string_view coding) {
   each_item(accept_encoding, [&](std::string_view item) {
     size_t semi = item.find(';');
     std::string_view name = trim(item.substr(0, semi));
-    bool ok = positive_weight(semi == std::string_view::npos ? std::string_view() : item.substr(semi + 1));
-    if (iequals(canonical(name), coding)) named = ok;
-    else if (name == "*") star = ok;
+    bool ok = positive_weight(semi == std::string_view::npos ? std::string_view()
+                                                             : item.substr(semi + 1));
+    if (iequals(canonical(name), coding))
+      named = ok;
+    else if (name == "*")
+      star = ok;
     return true;
   });
   if (named) return *named;
@@ -70,15 +75,17 @@ Coding classify_content_encoding(std::string_view value) {
       return false;
     }
     std::string_view c = canonical(item);
-    found = iequals(c, "gzip") ? Coding::Gzip : iequals(c, "deflate") ? Coding::Deflate
-          : iequals(c, "br")   ? Coding::Brotli
-                               : Coding::Other;
+    found = iequals(c, "gzip")      ? Coding::Gzip
+            : iequals(c, "deflate") ? Coding::Deflate
+            : iequals(c, "br")      ? Coding::Brotli
+                                    : Coding::Other;
     return true;
   });
   return found;
 }
 
-Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding, bool must_read) {
+Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding,
+                    bool must_read) {
   switch (classify_content_encoding(content_encoding)) {
     case Coding::Identity:
       return Treatment::AsIs;
@@ -89,7 +96,8 @@ Treatment treatment(std::string_view content_encoding, std::string_view accept_e
     case Coding::Other:
       break;
   }
-  return !must_read && accepts(accept_encoding, content_encoding) ? Treatment::Relay : Treatment::Refuse;
+  return !must_read && accepts(accept_encoding, content_encoding) ? Treatment::Relay
+                                                                  : Treatment::Refuse;
 }
 
 bool accepts(std::string_view accept_encoding, std::string_view content_encoding) {

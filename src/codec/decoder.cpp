@@ -16,7 +16,8 @@ namespace {
 class ZlibDecoder final : public Decoder {
  public:
   ZlibDecoder(Coding coding, Limits limits)
-      : Decoder(limits, coding == Coding::Gzip ? "gzip" : "deflate"), gzip_(coding == Coding::Gzip) {
+      : Decoder(limits, coding == Coding::Gzip ? "gzip" : "deflate"),
+        gzip_(coding == Coding::Gzip) {
     if (gzip_) open(15 + 16);  // 32 KiB window, gzip wrapper
   }
   ~ZlibDecoder() override {
@@ -31,12 +32,15 @@ class ZlibDecoder final : public Decoder {
 
   Result<Step> step() override {
     if (!open_ && !gzip_) return sniff();
-    if (!open_) return make_error(ErrorCode::Internal, "gzip: zlib could not start (out of memory)");
+    if (!open_)
+      return make_error(ErrorCode::Internal, "gzip: zlib could not start (out of memory)");
     if (ended_) {
       if (in_.empty()) return Step{};  // nothing after the end (yet)
-      if (!gzip_) return make_error(ErrorCode::BadGateway, "deflate: bytes after the end of the stream");
+      if (!gzip_)
+        return make_error(ErrorCode::BadGateway, "deflate: bytes after the end of the stream");
       // Another member follows.
-      if (inflateReset(&z_) != Z_OK) return make_error(ErrorCode::Internal, "gzip: zlib reset failed");
+      if (inflateReset(&z_) != Z_OK)
+        return make_error(ErrorCode::Internal, "gzip: zlib reset failed");
       ended_ = false;
       return Step{0, true};
     }
@@ -56,7 +60,8 @@ class ZlibDecoder final : public Decoder {
     unsigned cmf = held_[0], flg = held_[1];
     bool zlib_wrapped = (cmf & 0x0f) == 8 && (cmf >> 4) <= 7 && ((cmf << 8) | flg) % 31 == 0;
     open(zlib_wrapped ? 15 : -15);
-    if (!open_) return make_error(ErrorCode::Internal, "deflate: zlib could not start (out of memory)");
+    if (!open_)
+      return make_error(ErrorCode::Internal, "deflate: zlib could not start (out of memory)");
     held_off_ = 0;
     return inflate_some();  // at once: a 2-byte raw stream ("\x03\x00", empty) is whole
   }
@@ -64,17 +69,20 @@ class ZlibDecoder final : public Decoder {
   Result<Step> inflate_some() {
     // The held header bytes go in before anything else.
     bool from_held = held_off_ < held_size_;
-    std::string_view src = from_held ? std::string_view(reinterpret_cast<const char*>(held_.data()) + held_off_,
-                                                        held_size_ - held_off_)
-                                     : in_;
+    std::string_view src =
+        from_held ? std::string_view(reinterpret_cast<const char*>(held_.data()) + held_off_,
+                                     held_size_ - held_off_)
+                  : in_;
     z_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(src.data()));
     z_.avail_in = static_cast<uInt>(std::min<size_t>(src.size(), std::numeric_limits<uInt>::max()));
     z_.next_out = reinterpret_cast<Bytef*>(out_.data());
     z_.avail_out = static_cast<uInt>(out_.size());
     int rc = inflate(&z_, Z_NO_FLUSH);
     size_t used = src.size() - z_.avail_in;  // avail_in only shrinks from what was given
-    if (from_held) held_off_ += used;
-    else in_.remove_prefix(used);
+    if (from_held)
+      held_off_ += used;
+    else
+      in_.remove_prefix(used);
     size_t produced = out_.size() - z_.avail_out;
     switch (rc) {
       case Z_STREAM_END:
@@ -85,10 +93,12 @@ class ZlibDecoder final : public Decoder {
       case Z_BUF_ERROR:  // no room or no input: nothing to do until more comes
         return Step{produced, used > 0 || produced > 0};
       case Z_MEM_ERROR:
-        return make_error(ErrorCode::Internal, std::string(gzip_ ? "gzip" : "deflate") + ": out of memory");
+        return make_error(ErrorCode::Internal,
+                          std::string(gzip_ ? "gzip" : "deflate") + ": out of memory");
       default:  // Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR
-        return make_error(ErrorCode::BadGateway, std::string(gzip_ ? "gzip" : "deflate") + ": corrupt data (" +
-                                                     (z_.msg ? z_.msg : "zlib error " + std::to_string(rc)) + ")");
+        return make_error(ErrorCode::BadGateway,
+                          std::string(gzip_ ? "gzip" : "deflate") + ": corrupt data (" +
+                              (z_.msg ? z_.msg : "zlib error " + std::to_string(rc)) + ")");
     }
   }
 
@@ -119,7 +129,8 @@ class BrotliDecoder final : public Decoder {
     const auto* next_in = reinterpret_cast<const uint8_t*>(in_.data());
     size_t avail_out = out_.size();
     auto* next_out = reinterpret_cast<uint8_t*>(out_.data());
-    auto rc = BrotliDecoderDecompressStream(state_.get(), &avail_in, &next_in, &avail_out, &next_out, nullptr);
+    auto rc = BrotliDecoderDecompressStream(state_.get(), &avail_in, &next_in, &avail_out,
+                                            &next_out, nullptr);
     size_t used = in_.size() - avail_in;
     in_.remove_prefix(used);
     size_t produced = out_.size() - avail_out;
@@ -134,7 +145,8 @@ class BrotliDecoder final : public Decoder {
       default:
         return make_error(ErrorCode::BadGateway,
                           std::string("br: corrupt data (") +
-                              BrotliDecoderErrorString(BrotliDecoderGetErrorCode(state_.get())) + ")");
+                              BrotliDecoderErrorString(BrotliDecoderGetErrorCode(state_.get())) +
+                              ")");
     }
   }
 
@@ -200,7 +212,8 @@ Result<std::string_view> Decoder::next() {
       bytes_out_ += s->produced;
       if (bytes_out_ > bytes_in_ * limits_.max_ratio + limits_.allowance)
         return fail(make_error(ErrorCode::BadGateway,
-                               std::string(label_) + " body expands past " + std::to_string(limits_.max_ratio) +
+                               std::string(label_) + " body expands past " +
+                                   std::to_string(limits_.max_ratio) +
                                    " times its size: refused as a decompression bomb"));
       return std::string_view(out_.data(), s->produced);
     }
@@ -216,7 +229,10 @@ Result<std::string_view> Decoder::next() {
 
 Result<void> Decoder::finish() {
   if (error_) return *error_;
-  if (!ended_) return fail(make_error(ErrorCode::BadGateway, std::string(label_) + " body ends before its compressed stream does (truncated)"));
+  if (!ended_)
+    return fail(make_error(
+        ErrorCode::BadGateway,
+        std::string(label_) + " body ends before its compressed stream does (truncated)"));
   return Ok{};
 }
 

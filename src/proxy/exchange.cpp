@@ -365,12 +365,7 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
   mask_errors_ = head.status >= 400;
   bool no_body = head_.method == "HEAD" || head.status == 204 || head.status == 304 ||
                  (head.status >= 100 && head.status < 200);
-  if (!take_coding(headers, no_body)) return;
-  if (decoder_ && !no_body) {
-    // Decoded text has a length of its own: it goes out chunked, or held and measured.
-    head.content_length.reset();
-    head.chunked = true;
-  }
+  if (!take_coding(head, no_body)) return;
   if (mask_errors_ && !no_body) {
     held_head_ = std::move(headers);  // the head goes out with the held body
     return;
@@ -386,37 +381,46 @@ void ProxyExchange::forward_head(upstream::ResponseHead& head) {
 }
 
 // Decides what the answer's Content-Encoding means (codec::treatment) and sets the decoder
-// up; the caller's headers lose the Content-Encoding of a body keypool decodes. False when
-// it answered the client itself: a coding keypool cannot read where it must read, or that
-// the client cannot read.
-bool ProxyExchange::take_coding(http::Headers& headers, bool no_body) {
+// up; a head whose body keypool decodes loses its Content-Encoding and its length (the text
+// has a length of its own: it goes out chunked, or held and measured). False when it
+// answered the client itself: a coding keypool cannot decode where it must read the body,
+// or that the client cannot read.
+bool ProxyExchange::take_coding(upstream::ResponseHead& head, bool no_body) {
+  http::Headers& headers = head.headers;
   std::string coding = joined_values(headers, http::FieldId::ContentEncoding);
   if (coding.empty()) return true;
-  const auto treat = codec::treatment(coding, joined_values(head_.headers, http::FieldId::AcceptEncoding),
-                                      mask_errors_);
-  switch (treat) {
+  std::string accepted = joined_values(head_.headers, http::FieldId::AcceptEncoding);
+  switch (codec::treatment(coding, accepted, mask_errors_)) {
     case codec::Treatment::AsIs:
       return true;
     case codec::Treatment::Decode:
-      std::erase_if(headers, [](const http::Header& h) { return http::field_id(h) == http::FieldId::ContentEncoding; });
+      std::erase_if(headers, [](const http::Header& h) {
+        return http::field_id(h) == http::FieldId::ContentEncoding;
+      });
+      head.content_length.reset();
+      head.chunked = !no_body;
       if (!no_body) decoder_ = codec::Decoder::make(codec::classify_content_encoding(coding));
       return true;
     case codec::Treatment::Relay:
       // The client reads it; keypool cannot, so its usage goes uncounted.
       usage_.reset();
       log::warn("upstream answered with a coding keypool cannot decode; relayed, usage not counted",
-                {{"service", svc_->name}, {"key_id", lease_->key_id}, {"content_encoding", coding}});
+                {{"service", svc_->name},
+                 {"key_id", lease_->key_id},
+                 {"content_encoding", coding}});
       return true;
     case codec::Treatment::Refuse:
       break;
   }
   if (no_body) return true;  // nothing to read or to leak
   log::warn("upstream answered with a coding keypool cannot decode; refused",
-            {{"service", svc_->name}, {"key_id", lease_->key_id}, {"content_encoding", coding}, {"status", status_}});
+            {{"service", svc_->name}, {"key_id", lease_->key_id}, {"content_encoding", coding},
+             {"status", status_}});
+  std::string why = mask_errors_ ? " (an error body is read to mask the key)"
+                                 : " and the client does not accept";
   fail(502, "upstream_encoding",
-       "upstream " + svc_->name + " answered " + std::to_string(status_) + " with Content-Encoding '" + coding +
-           "', which keypool cannot decode" + (mask_errors_ ? " (an error body must be read to mask the key)" : "") +
-           " and the client did not accept");
+       "upstream " + svc_->name + " answered " + std::to_string(status_) +
+           " with Content-Encoding '" + coding + "', which keypool cannot decode" + why);
   return false;
 }
 

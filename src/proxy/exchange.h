@@ -77,7 +77,7 @@ class ProxyExchange final : public server::RequestHandler,
   void on_key_refused(int status, const http::Headers& headers);
   const std::string& storm_scope();
   void forward_head(upstream::ResponseHead& head);
-  bool take_coding(http::Headers& headers, bool no_body);
+  bool take_coding(upstream::ResponseHead& head, bool no_body);
   void take_body(std::string_view data);
   void decode_body(std::string_view data);
   void drain_decoder();

@@ -3,6 +3,8 @@
 // masking), so it asks the upstream for identity, and decodes what an edge compresses
 // anyway. What the client gets is always text it can read, with the key masked in errors
 // and the usage counted.
+#include "support/compress.h"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -13,7 +15,6 @@
 #include "codec/codec.h"
 #include "fixture.h"
 #include "proxy_helpers.h"
-#include "support/compress.h"
 #include "support/fake_upstream.h"
 
 using namespace keypool::testing;
@@ -43,7 +44,8 @@ struct Rig {
     if (!accept_encoding.empty()) h.emplace_back("Accept-Encoding", accept_encoding);
     return h;
   }
-  Response post(const std::string& accept_encoding, const std::string& path = "/v1/svc/v1/chat/completions") {
+  Response post(const std::string& accept_encoding,
+                const std::string& path = "/v1/svc/v1/chat/completions") {
     return request(kp.port, "POST", path, headers(accept_encoding), R"({"model":"m"})");
   }
 };
@@ -86,7 +88,8 @@ const std::string kChatAnswer =
 
 Handler chat_answer() {
   return [](const RecordedRequest&, ResponseWriter& w) {
-    w.head(200, {{"Content-Type", "application/json"}, {"Content-Length", std::to_string(kChatAnswer.size())}});
+    w.head(200, {{"Content-Type", "application/json"},
+                 {"Content-Length", std::to_string(kChatAnswer.size())}});
     w.body(kChatAnswer);
   };
 }
@@ -95,8 +98,10 @@ Handler chat_answer() {
 Handler echo_key_error(int status) {
   return [status](const RecordedRequest& req, ResponseWriter& w) {
     std::string body = R"({"error":{"message":"Incorrect API key provided: )" +
-                       req.header("authorization").substr(7) + R"(.","type":"invalid_request_error"}})";
-    w.head(status, {{"Content-Type", "application/json"}, {"Content-Length", std::to_string(body.size())}});
+                       req.header("authorization").substr(7) +
+                       R"(.","type":"invalid_request_error"}})";
+    w.head(status,
+           {{"Content-Type", "application/json"}, {"Content-Length", std::to_string(body.size())}});
     w.body(body);
   };
 }
@@ -106,12 +111,13 @@ const char* kCodings[] = {"gzip", "deflate", "deflate-raw", "br"};
 // The peak VmRSS of a process, sampled every 10 ms on a thread until finish().
 class PeakRss {
  public:
-  explicit PeakRss(pid_t pid) : pid_(pid), thread_([this] {
-      while (!stop_) {
-        peak_ = std::max(peak_.load(), rss_kib(pid_));
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-    }) {}
+  explicit PeakRss(pid_t pid)
+      : pid_(pid), thread_([this] {
+          while (!stop_) {
+            peak_ = std::max(peak_.load(), rss_kib(pid_));
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
+        }) {}
   ~PeakRss() { finish(); }
   long finish() {
     stop_ = true;
@@ -193,15 +199,20 @@ TEST_CASE("compress: a compressed answer's usage is counted, and the client read
 
 // Each event is flushed by the edge, so it decodes on arrival: the client gets it before the
 // next is written, and the usage in the last event counts.
-TEST_CASE("compress: a compressed SSE stream arrives event by event, decoded, and its usage counts") {
+TEST_CASE(
+    "compress: a compressed SSE stream arrives event by event, decoded, and its usage counts") {
   const int events = 4, gap_ms = 300;
   Rig rig([&](const RecordedRequest&, ResponseWriter& w) {
     w.head(200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}});
     for (int i = 0; i < events; ++i) {
       if (i > 0) w.sleep_ms(gap_ms);
-      w.body("data: {\"choices\":[{\"delta\":{\"content\":\"t" + std::to_string(i) + "\"}}],\"usage\":null}\n\n");
+      w.body("data: {\"choices\":[{\"delta\":{\"content\":\"t" + std::to_string(i) +
+             "\"}}],\"usage\":null}\n\n");
     }
-    w.body("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":13,\"completion_tokens\":4,\"total_tokens\":17}}\n\n");
+    w.body(
+        "data: "
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":13,\"completion_tokens\":4,\"total_tokens\":"
+        "17}}\n\n");
     w.body("data: [DONE]\n\n");
     w.end();
   });
@@ -224,7 +235,9 @@ TEST_CASE("compress: a compressed SSE stream arrives event by event, decoded, an
       REQUIRE(chunk);
       got += *chunk;
     }
-    auto first_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    auto first_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
     CHECK(got.rfind("data: {\"choices\":[{\"delta\":{\"content\":\"t0\"}}]", 0) == 0);
     CHECK(first_ms < (events - 1) * gap_ms);
     while (auto chunk = c.read_chunk(5000)) got += *chunk;
@@ -255,10 +268,12 @@ TEST_CASE("compress: an uncompressed SSE stream passes as before, event by event
 // zstd (or any coding keypool does not decode) sent despite identity: relayed only where
 // keypool need not read it and the client can, else refused.
 TEST_CASE("compress: a coding keypool cannot decode is never relayed blind where it must be read") {
-  const std::string zstd_bytes("\x28\xb5\x2f\xfd\x00\x58\x31\x00\x00{\"ok\":1}", 17);  // opaque to keypool
+  const std::string zstd_bytes("\x28\xb5\x2f\xfd\x00\x58\x31\x00\x00{\"ok\":1}",
+                               17);  // opaque to keypool
   int status = 200;
   Rig rig([&](const RecordedRequest&, ResponseWriter& w) {
-    w.head(status, {{"Content-Type", "application/json"}, {"Content-Encoding", "zstd"},
+    w.head(status, {{"Content-Type", "application/json"},
+                    {"Content-Encoding", "zstd"},
                     {"Content-Length", std::to_string(zstd_bytes.size())}});
     w.body(zstd_bytes);
   });
@@ -269,7 +284,8 @@ TEST_CASE("compress: a coding keypool cannot decode is never relayed blind where
     CHECK(r.body == zstd_bytes);
   }
   SUBCASE("a success the client did not accept is a 502") {
-    for (std::string accept : {std::string(), std::string("gzip, br"), std::string("zstd;q=0, *")}) {
+    for (std::string accept :
+         {std::string(), std::string("gzip, br"), std::string("zstd;q=0, *")}) {
       CAPTURE(accept);
       auto r = rig.post(accept);
       CHECK(r.status == 502);
@@ -295,7 +311,8 @@ TEST_CASE("compress: a corrupt or truncated compressed answer never ends cleanly
     std::string body = good;
     if (mode == "corrupt") body.replace(12, 8, "XXXXXXXX");
     if (mode == "truncated") body.resize(body.size() - 6);
-    w.head(status, {{"Content-Type", "application/json"}, {"Content-Encoding", "gzip"}});  // chunked
+    w.head(status,
+           {{"Content-Type", "application/json"}, {"Content-Encoding", "gzip"}});  // chunked
     w.body(body);
   });
   for (std::string m : {"corrupt", "truncated"}) {

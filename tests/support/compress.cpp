@@ -29,8 +29,8 @@ std::string deflate_with(std::string_view data, int window_bits) {
 std::string brotli(std::string_view data) {
   std::string out(BrotliEncoderMaxCompressedSize(data.size()) + 16, '\0');
   size_t size = out.size();
-  if (!BrotliEncoderCompress(BROTLI_DEFAULT_QUALITY, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, data.size(),
-                             reinterpret_cast<const uint8_t*>(data.data()), &size,
+  if (!BrotliEncoderCompress(BROTLI_DEFAULT_QUALITY, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT,
+                             data.size(), reinterpret_cast<const uint8_t*>(data.data()), &size,
                              reinterpret_cast<uint8_t*>(out.data())))
     throw std::runtime_error("compress: brotli failed");
   out.resize(size);
@@ -51,13 +51,16 @@ std::string pick_coding(std::string_view accept_encoding) {
   while (!accept_encoding.empty()) {
     size_t comma = accept_encoding.find(',');
     std::string_view item = accept_encoding.substr(0, comma);
-    accept_encoding = comma == std::string_view::npos ? std::string_view() : accept_encoding.substr(comma + 1);
+    accept_encoding =
+        comma == std::string_view::npos ? std::string_view() : accept_encoding.substr(comma + 1);
     size_t semi = item.find(';');
-    std::string_view name = item.substr(0, semi), params = semi == std::string_view::npos ? "" : item.substr(semi);
+    std::string_view name = item.substr(0, semi),
+                     params = semi == std::string_view::npos ? "" : item.substr(semi);
     while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
     while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
     std::string lower = to_lower(std::string(name));
-    bool refused = params.find("q=0") != std::string_view::npos && params.find_first_of("123456789") == std::string_view::npos;
+    bool refused = params.find("q=0") != std::string_view::npos &&
+                   params.find_first_of("123456789") == std::string_view::npos;
     if (refused) continue;
     if (lower == "gzip" || lower == "deflate" || lower == "br") return lower;
   }
@@ -69,8 +72,10 @@ struct StreamEncoder::State {
   z_stream z{};
   BrotliEncoderState* br = nullptr;
   ~State() {
-    if (br) BrotliEncoderDestroyInstance(br);
-    else deflateEnd(&z);
+    if (br)
+      BrotliEncoderDestroyInstance(br);
+    else
+      deflateEnd(&z);
   }
   std::string zlib(std::string_view data, int flush) {
     std::string out;
@@ -111,8 +116,12 @@ StreamEncoder::StreamEncoder(std::string_view coding) : s_(std::make_unique<Stat
     if (!s_->br) throw std::runtime_error("StreamEncoder: brotli init failed");
     return;
   }
-  int bits = coding == "gzip" ? 15 + 16 : coding == "deflate" ? 15 : coding == "deflate-raw" ? -15 : 0;
-  if (bits == 0) throw std::invalid_argument("StreamEncoder: unknown coding " + std::string(coding));
+  int bits = coding == "gzip"          ? 15 + 16
+             : coding == "deflate"     ? 15
+             : coding == "deflate-raw" ? -15
+                                       : 0;
+  if (bits == 0)
+    throw std::invalid_argument("StreamEncoder: unknown coding " + std::string(coding));
   if (deflateInit2(&s_->z, 6, Z_DEFLATED, bits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     throw std::runtime_error("StreamEncoder: deflateInit2 failed");
 }

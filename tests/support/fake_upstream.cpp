@@ -99,7 +99,8 @@ void ResponseWriter::head(int status, HeaderList headers) {
       chunked_ = true;
     }
     if (status == 101 || header_lists_token(headers, "connection", "close")) must_close_ = true;
-    if (!coding_.empty() && !no_body_ && status != 101 && !has_header(headers, "content-encoding")) {
+    bool encode = !coding_.empty() && !no_body_ && status != 101;
+    if (encode && !has_header(headers, "content-encoding")) {
       std::erase_if(headers, [](const auto& h) { return iequals(h.first, "content-length"); });
       if (!chunked_) headers.emplace_back("Transfer-Encoding", "chunked");
       chunked_ = true;
@@ -298,7 +299,8 @@ void FakeUpstream::serve(detail::UpstreamConn& c) {
         std::lock_guard<std::mutex> lock(mu_);
         h = handler_;
         if (compression_ == Compression::Force) w.coding_ = forced_coding_;
-        if (compression_ == Compression::Honour) w.coding_ = pick_coding(req.header("accept-encoding"));
+        if (compression_ == Compression::Honour)
+          w.coding_ = pick_coding(req.header("accept-encoding"));
       }
       try {
         h(req, w);

@@ -21,7 +21,8 @@ namespace {
 std::string sample_text(size_t n) {
   std::string s;
   for (int i = 0; s.size() < n; ++i)
-    s += R"({"index":)" + std::to_string(i) + R"(,"delta":{"content":"token )" + std::to_string(i * 7919 % 1000) + R"("}})";
+    s += R"({"index":)" + std::to_string(i) + R"(,"delta":{"content":"token )" +
+         std::to_string(i * 7919 % 1000) + R"("}})";
   s.resize(n);
   return s;
 }
@@ -109,10 +110,13 @@ TEST_CASE("codec: what the proxy does with each coding") {
     CHECK(treatment(c, "gzip, deflate, br", false) == Treatment::Decode);
   }
   CHECK(treatment("zstd", "gzip, deflate, br, zstd", false) == Treatment::Relay);
-  CHECK(treatment("zstd", "gzip, deflate, br, zstd", true) == Treatment::Refuse);  // may quote the key
-  CHECK(treatment("zstd", "gzip, deflate, br", false) == Treatment::Refuse);        // the client cannot read it
+  CHECK(treatment("zstd", "gzip, deflate, br, zstd", true) ==
+        Treatment::Refuse);  // may quote the key
+  CHECK(treatment("zstd", "gzip, deflate, br", false) ==
+        Treatment::Refuse);  // the client cannot read it
   CHECK(treatment("zstd", "", false) == Treatment::Refuse);
-  CHECK(treatment("gzip, br", "gzip, br", false) == Treatment::Relay);  // stacked: not decoded, but readable
+  CHECK(treatment("gzip, br", "gzip, br", false) ==
+        Treatment::Relay);  // stacked: not decoded, but readable
   CHECK(treatment("gzip, br", "gzip, br", true) == Treatment::Refuse);
 }
 
@@ -127,7 +131,8 @@ TEST_CASE("codec: each coding decodes whole, and split at every byte") {
     CHECK(whole.text == text);
     // Two pieces, cut at every offset (the deflate sniff and every header field get split).
     for (size_t cut = 0; cut <= coded.size(); ++cut) {
-      auto d = decode(coding_of(name), {std::string_view(coded).substr(0, cut), std::string_view(coded).substr(cut)});
+      auto d = decode(coding_of(name), {std::string_view(coded).substr(0, cut),
+                                        std::string_view(coded).substr(cut)});
       if (!d.ok || d.text != text) {
         FAIL_CHECK("cut at " << cut << ": " << d.error);
         break;
@@ -146,7 +151,8 @@ TEST_CASE("codec: output comes in bounded pieces, however well the body compress
   const std::string text(4 << 20, 'a');  // 4 MiB of one letter: about 1000:1 under deflate
   for (const auto& name : kCodings) {
     CAPTURE(name);
-    auto d = decode(coding_of(name), {compress(name, text)}, Limits{.max_ratio = 1 << 20, .piece_bytes = 4096});
+    auto d = decode(coding_of(name), {compress(name, text)},
+                    Limits{.max_ratio = 1 << 20, .piece_bytes = 4096});
     REQUIRE(d.ok);
     CHECK(d.text.size() == text.size());
     CHECK(d.largest_piece == 4096);
@@ -192,7 +198,8 @@ TEST_CASE("codec: an empty body, gzip members one after another") {
   }
   const std::string two = compress("gzip", "first,") + compress("gzip", "second");
   for (size_t cut = 0; cut <= two.size(); ++cut) {
-    auto d = decode(Coding::Gzip, {std::string_view(two).substr(0, cut), std::string_view(two).substr(cut)});
+    auto d = decode(Coding::Gzip,
+                    {std::string_view(two).substr(0, cut), std::string_view(two).substr(cut)});
     REQUIRE_MESSAGE(d.ok, "cut at " << cut << ": " << d.error);
     CHECK(d.text == "first,second");
   }
@@ -225,7 +232,8 @@ TEST_CASE("codec: corrupt input gives a clear error, also for every later call")
     CHECK_FALSE(garbage.ok);
     CHECK(garbage.error.find("corrupt") != std::string::npos);
     // Bytes flipped in the middle of the stream.
-    for (size_t i = coded.size() / 3; i < coded.size() / 3 + 8; ++i) coded[i] = static_cast<char>(coded[i] ^ 0x5a);
+    for (size_t i = coded.size() / 3; i < coded.size() / 3 + 8; ++i)
+      coded[i] = static_cast<char>(coded[i] ^ 0x5a);
     auto d = decode(coding_of(name), {coded});
     CHECK_FALSE(d.ok);
     CHECK_FALSE(d.text == text);
@@ -283,7 +291,8 @@ TEST_CASE("codec: a decompression bomb is cut at the ratio limit") {
   // SSE): deflate makes about 1000:1 of it, brotli far more.
   const std::string text = [] {
     std::string t;
-    while (t.size() < (4u << 20)) t += "data: {\"choices\":[{\"delta\":{\"content\":\"\\n\"}}]}\n\n";
+    while (t.size() < (4u << 20))
+      t += "data: {\"choices\":[{\"delta\":{\"content\":\"\\n\"}}]}\n\n";
     return t;
   }();
   for (const auto& name : kCodings) {
