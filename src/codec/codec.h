@@ -48,9 +48,10 @@ enum class Treatment : uint8_t { AsIs, Decode, Relay, Refuse };
 Treatment treatment(std::string_view content_encoding, std::string_view accept_encoding,
                     bool must_read);
 
-// What a decoder lets a body grow to. A real JSON or SSE answer inflates 3-20 times; a model
-// stuck repeating one token until max_tokens makes a stream that deflate shrinks about
-// 1000:1 (its ceiling is 1032:1) and brotli far more, but that stream stays under a few MB.
+// What a decoder lets a body grow to. A real JSON or SSE answer inflates 2-60 times
+// (bench/README.md); a model stuck repeating one token until max_tokens makes a stream that
+// deflate shrinks about 1000:1 (its ceiling is 1032:1) and brotli far more, but that stream
+// stays under a few MB.
 // A "bomb" (a few KiB that brotli expands to gigabytes) is cut once the output passes
 // max_ratio times the input read so far plus allowance. Output is handed over in pieces of
 // at most piece_bytes, so the decoder holds one piece whatever the ratio, and its caller
@@ -68,8 +69,8 @@ struct Limits {
 // bytes after the end of the coded stream, or output past the Limits.
 class Decoder {
  public:
-  static std::unique_ptr<Decoder> make(Coding coding,
-                                       Limits limits = {});  // null for Identity/Other
+  // Null for Identity and Other.
+  static std::unique_ptr<Decoder> make(Coding coding, Limits limits = {});
   virtual ~Decoder() = default;
 
   void push(std::string_view in);
