@@ -5,6 +5,7 @@
 
 #include "auth/auth.h"
 #include "server/timer.h"
+#include "session/session.h"
 #include "state/gauges.h"
 
 namespace keypool::admin {
@@ -42,6 +43,7 @@ constexpr Endpoint kEndpoints[] = {
     {"services", Id::Required, "", "DELETE", services_delete},
     {"health", Id::None, "", "GET", nullptr},  // answered below: needs no store
     {"audit", Id::None, "", "GET", audit_query},
+    {"stats", Id::None, "", "GET", stats_history},
 };
 
 Reply method_not_allowed(const std::string& method, const std::string& allow) {
@@ -159,12 +161,30 @@ void metrics(Call& c) {
   c.reply_text(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
 }
 
+// No bearer token: the console's session cookie may stand in for it (session room).
+bool authorized_by_session(Call& c) {
+  auto& app = c.app();
+  switch (session::check(app.sessions, c.head().headers, c.head().method, app.clock.now_ms())) {
+    case session::Verdict::Ok: return true;
+    case session::Verdict::NoSession:
+      c.fail(make_error(ErrorCode::Unauthorized, "missing admin token (Authorization: Bearer ...)"));
+      return false;
+    case session::Verdict::Expired:
+      c.fail(make_error(ErrorCode::Unauthorized, "session expired or logged out; log in again"));
+      return false;
+    case session::Verdict::CrossOrigin:
+      c.fail(make_error(ErrorCode::Forbidden, "cross-origin request refused"));
+      return false;
+    case session::Verdict::BadCsrf:
+      c.fail(make_error(ErrorCode::Forbidden, "missing or wrong X-CSRF-Token for this session"));
+      return false;
+  }
+  return false;
+}
+
 bool authorized_admin(Call& c) {
   auto cred = auth::extract_credential(c.head().headers, "");
-  if (!cred || cred->source() != auth::CredentialSource::AuthorizationBearer) {
-    c.fail(make_error(ErrorCode::Unauthorized, "missing admin token (Authorization: Bearer ...)"));
-    return false;
-  }
+  if (!cred || cred->source() != auth::CredentialSource::AuthorizationBearer) return authorized_by_session(c);
   if (!c.app().admin.matches(cred->value())) {
     c.fail(make_error(ErrorCode::Unauthorized, "invalid admin token"));
     return false;
@@ -213,6 +233,7 @@ void dispatch(Call& c) {
       if (!authorized_admin(c)) return;
       return dispatch_admin(c);
     case RouteKind::Proxy:
+    case RouteKind::Ui:
       break;  // never routed here
   }
   c.fail(make_error(ErrorCode::NotFound, "not found"));
@@ -243,6 +264,21 @@ store::AuditRow audit_row(Call& c, std::string action, std::string target, nlohm
   row.target = std::move(target);
   row.details_json = details.is_null() ? "{}" : details.dump();
   return row;
+}
+
+// GET /admin/stats: the Overview's last hour, per minute, and the since-start totals of the
+// same four series (see telemetry::History for which /metrics counters they mirror).
+void stats_history(Call& c) {
+  auto& m = c.app().metrics;
+  int64_t now = c.app().clock.now_ms();
+  nlohmann::json minutes = nlohmann::json::array();
+  for (const auto& minute : m.history(now))
+    minutes.push_back({{"at_ms", minute.start_ms}, {"requests", minute.counts[0]}, {"errors", minute.counts[1]},
+                       {"rate_limited", minute.counts[2]}, {"failovers", minute.counts[3]}});
+  auto t = m.history_totals();
+  c.reply(200, {{"now_ms", now},
+                {"minutes", minutes},
+                {"totals", {{"requests", t[0]}, {"errors", t[1]}, {"rate_limited", t[2]}, {"failovers", t[3]}}}});
 }
 
 void audit_query(Call& c) {

@@ -32,6 +32,7 @@ void services_list(Call& c);
 void services_delete(Call& c);
 
 void audit_query(Call& c);
+void stats_history(Call& c);
 
 // Shared by the endpoints and start-up loading.
 auth::TokenInfo token_info(const store::TokenRow& t);

@@ -186,6 +186,10 @@ const Field kFields[] = {
     {"log.format", "LOG_FORMAT", [](Config& c, Text t) { return set_format(t, &c.log_format); }},
     {"security.allow_core_dumps", "",
      [](Config& c, Text t) { return set_bool(t, &c.allow_core_dumps); }},
+    {"ui.session_idle_s", "UI_SESSION_IDLE_S",
+     [](Config& c, Text t) { return set_positive(t, &c.ui.session_idle_s); }},
+    {"ui.session_max_s", "UI_SESSION_MAX_S",
+     [](Config& c, Text t) { return set_positive(t, &c.ui.session_max_s); }},
 };
 
 const Field* find_field(std::string_view path) {

@@ -43,6 +43,11 @@ struct ProxyOptions {
   std::string extra_ca_file;                    // added to the system CAs for upstream TLS
 };
 
+struct UiOptions {  // the admin console's browser sessions (src/session)
+  int64_t session_idle_s = 1800;    // unused this long: logged out
+  int64_t session_max_s = 43200;    // since login, however busy: logged out
+};
+
 struct Config {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -58,6 +63,7 @@ struct Config {
   Limits limits;
   Timeouts timeouts;
   ProxyOptions proxy;
+  UiOptions ui;
   std::string source;  // the config file path that was read
 };
 

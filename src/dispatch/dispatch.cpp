@@ -6,6 +6,7 @@
 #include "router/router.h"
 #include "server/status.h"
 #include "state/gauges.h"
+#include "ui/ui.h"
 
 namespace keypool::dispatch {
 namespace {
@@ -63,6 +64,7 @@ class Factory final : public server::HandlerFactory {
     }
     if (head.upgrade)
       return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "upgrades are only proxied under /v1/");
+    if (route->kind == router::RouteKind::Ui) return ui::make_handler(app_, std::move(route.value()), std::move(head), sink);
     return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), std::move(head),
                                sink);
   }

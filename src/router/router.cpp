@@ -197,6 +197,7 @@ bool route_path(std::string_view method, std::string_view path, Route& r) {
   if (path == "/metrics") return fixed(RouteKind::Metrics);
   if (path == "/key") return fixed(RouteKind::GetKey);
   if (starts_with(path, "/admin/")) return route_admin(path, r);
+  if (path == "/ui" || starts_with(path, "/ui/")) return fixed(RouteKind::Ui);
   if (starts_with(path, "/v1/")) return route_proxy(path, r);
   return false;
 }

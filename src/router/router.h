@@ -13,11 +13,12 @@
 
 namespace keypool::router {
 
-enum class RouteKind { Health, GetKey, Admin, Proxy, Metrics };
+enum class RouteKind { Health, GetKey, Admin, Proxy, Metrics, Ui };
 
 struct Route {
   RouteKind kind = RouteKind::Health;
-  // The path as received (checked safe, still percent-encoded), without the query. Empty
+  // The path as received (checked safe, still percent-encoded), without the query; for Ui
+  // routes "/ui" or "/ui/..." (the console's assets and login/logout). Empty
   // for Proxy routes: service and rest say it.
   std::string path;
   // Raw query string without '?', "" if none.

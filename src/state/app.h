@@ -7,6 +7,7 @@
 #include "base/clock.h"
 #include "config/config.h"
 #include "pool/pool.h"
+#include "session/session.h"
 #include "state/limits.h"
 #include "state/recorder.h"
 #include "state/services.h"
@@ -17,7 +18,13 @@ namespace keypool::state {
 
 struct App {
   App(const config::Config& c, Clock& clk, store::StoreThread& st)
-      : cfg(c), admin(c.admin_token.view()), clock(clk), pool(clk), store(st), recorder(st) {}
+      : cfg(c),
+        admin(c.admin_token.view()),
+        clock(clk),
+        pool(clk),
+        store(st),
+        recorder(st),
+        sessions(session::Limits{c.ui.session_idle_s * 1000, c.ui.session_max_s * 1000}) {}
   const config::Config& cfg;
   auth::AdminToken admin;
   Clock& clock;
@@ -29,6 +36,7 @@ struct App {
   telemetry::Metrics metrics;
   TokenLimits token_limits;
   StormDetector storms;
+  session::Store sessions;  // the console's logins (memory only, this process only)
 };
 
 }  // namespace keypool::state

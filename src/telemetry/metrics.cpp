@@ -1,5 +1,6 @@
 #include "telemetry/metrics.h"
 
+#include <chrono>
 #include <cstdio>
 #include <tuple>
 
@@ -38,6 +39,45 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += name + "_count{" + labels + "} " + std::to_string(count_.load(std::memory_order_relaxed)) + "\n";
 }
 
+void History::add(Series s, int64_t now_ms) {
+  int64_t minute = now_ms / 60000;
+  Minute& m = ring_[static_cast<size_t>(minute) % kMinutes];
+  if (m.start_ms != minute * 60000) m = Minute{minute * 60000, {}};  // a stale slot from an hour ago
+  m.counts[static_cast<size_t>(s)]++;
+}
+
+std::vector<History::Minute> History::last_hour(int64_t now_ms) const {
+  int64_t newest = now_ms / 60000;
+  std::vector<Minute> out;
+  out.reserve(kMinutes);
+  for (int64_t minute = newest - static_cast<int64_t>(kMinutes) + 1; minute <= newest; ++minute) {
+    const Minute& m = ring_[static_cast<size_t>(minute) % kMinutes];
+    out.push_back(m.start_ms == minute * 60000 ? m : Minute{minute * 60000, {}});
+  }
+  return out;
+}
+
+int64_t Metrics::now() const {
+  if (now_ms_) return now_ms_();
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+void Metrics::count(History::Series s) {
+  history_.add(s, now());
+  history_totals_[static_cast<size_t>(s)]++;
+}
+
+std::vector<History::Minute> Metrics::history(int64_t now_ms) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return history_.last_hour(now_ms);
+}
+
+std::array<uint64_t, 4> Metrics::history_totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return history_totals_;
+}
+
 Metrics::ServiceStats& Metrics::stats_of(std::string_view service) {
   auto it = services_.find(service);
   if (it == services_.end()) it = services_.try_emplace(std::string(service)).first;
@@ -52,6 +92,10 @@ void Metrics::request(std::string_view service, Route route, int status, double 
   std::lock_guard<std::mutex> lock(mu_);
   ServiceStats& s = stats_of(service);
   s.requests[r][cls]++;
+  if (route == Route::Proxy) {
+    count(History::Series::Requests);
+    if (cls == 5) count(History::Series::Errors);
+  }
   if (upstream_seconds) {
     s.upstream_latency.observe(*upstream_seconds);
     s.went_upstream = true;
@@ -73,11 +117,13 @@ void Metrics::upstream_error(const std::string& service, const std::string& kind
 void Metrics::failover(const std::string& service) {
   std::lock_guard<std::mutex> lock(mu_);
   failovers_[service]++;
+  count(History::Series::Failovers);
 }
 
 void Metrics::rate_limited(const std::string& scope) {
   std::lock_guard<std::mutex> lock(mu_);
   rate_limited_[scope]++;
+  count(History::Series::RateLimited);
 }
 
 std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {

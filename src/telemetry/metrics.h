@@ -27,6 +27,25 @@ class Histogram {
   std::atomic<uint64_t> sum_us_{0};
 };
 
+// The last hour of the console's Overview charts, one bucket per minute: proxied requests,
+// those answered 5xx, keypool's own 429s and failovers. Each is counted where the matching
+// /metrics counter is, so the charts' totals are the same numbers. Kept in memory only.
+class History {
+ public:
+  enum class Series : uint8_t { Requests, Errors, RateLimited, Failovers };
+  static constexpr size_t kMinutes = 60;
+  struct Minute {
+    int64_t start_ms = 0;  // the minute's first millisecond (Unix time)
+    std::array<uint64_t, 4> counts{};
+  };
+  void add(Series s, int64_t now_ms);  // caller holds Metrics' lock
+  // Oldest first, kMinutes of them ending with the one holding now_ms; quiet minutes are 0.
+  std::vector<Minute> last_hour(int64_t now_ms) const;
+
+ private:
+  std::array<Minute, kMinutes> ring_{};  // slot = minute number % kMinutes
+};
+
 class Metrics {
  public:
   // A request finished: route kind is health|key|admin|proxy|metrics.
@@ -44,6 +63,12 @@ class Metrics {
   // Renders everything, plus the gauges the caller computes (keys by state, budgets,
   // connections) passed in as ready-made lines.
   std::string render(const std::vector<std::string>& gauge_lines) const;
+  // The Overview's per-minute series (see History), and since-start totals of the same four
+  // (each the sum of the /metrics counter it mirrors).
+  std::vector<History::Minute> history(int64_t now_ms) const;
+  std::array<uint64_t, 4> history_totals() const;
+  // The wall clock History is stamped with; tests of the metrics room replace it.
+  void set_clock(int64_t (*now_ms)()) { now_ms_ = now_ms; }
 
  private:
   struct Key {
@@ -68,6 +93,11 @@ class Metrics {
   std::map<Key, uint64_t> upstream_errors_;  // service, kind
   std::map<std::string, uint64_t> failovers_;
   std::map<std::string, uint64_t> rate_limited_;
+  History history_;                       // guarded by mu_
+  std::array<uint64_t, 4> history_totals_{};  // guarded by mu_
+  int64_t (*now_ms_)() = nullptr;         // nullptr: the system clock
+  int64_t now() const;
+  void count(History::Series s);          // mu_ held
 };
 
 }  // namespace keypool::telemetry
