@@ -193,7 +193,7 @@ export function Keys() {
         <h2 id="h-add-key">Add a key</h2>
         <${Field} label="Key name"><input name="key-name" required value=${form.name} onInput=${set(form, setForm, 'name')} /><//>
         <${Field} label="Key value" hint="sent once; keypool shows only a hint afterwards"><input name="key-value" type="password" autocomplete="off" required value=${form.key} onInput=${set(form, setForm, 'key')} /><//>
-        <${Field} label="Tier"><select name="key-tier" required value=${form.tier} onChange=${set(form, setForm, 'tier')}>
+        <${Field} label="Tier"><select name="key-tier" required value=${form.tier || tiers[0]?.name || ''} onChange=${set(form, setForm, 'tier')}>
           ${tiers.map((t) => html`<option value=${t.name}>${t.name}</option>`)}</select><//>
         <${Field} label="Service (optional)"><input name="key-service" value=${form.service} onInput=${set(form, setForm, 'service')} /><//>
         <button type="submit" disabled=${!tiers.length}>Add key</button>
@@ -202,7 +202,7 @@ export function Keys() {
         <h2 id="h-import">Bulk import</h2>
         <${Field} label="Keys, one per line" hint="value, or name,value, or name,value,tier,service"><textarea name="import-text" rows="5" value=${bulk.text} onInput=${set(bulk, setBulk, 'text')}></textarea><//>
         <${Field} label="…or a file"><input type="file" accept=".txt,.csv,text/plain,text/csv" onChange=${readFile} /><//>
-        <${Field} label="Default tier"><select value=${bulk.tier} onChange=${set(bulk, setBulk, 'tier')}>${tiers.map((t) => html`<option value=${t.name}>${t.name}</option>`)}</select><//>
+        <${Field} label="Default tier"><select value=${bulk.tier || tiers[0]?.name || ''} onChange=${set(bulk, setBulk, 'tier')}>${tiers.map((t) => html`<option value=${t.name}>${t.name}</option>`)}</select><//>
         <${Field} label="Name prefix for bare values"><input value=${bulk.prefix} onInput=${set(bulk, setBulk, 'prefix')} /><//>
         <button type="submit" disabled=${!tiers.length || !bulk.text.trim()}>Import</button>
       </form>

@@ -59,8 +59,14 @@ function Shell({ onOut }) {
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
-  // Moving to a view moves focus to its content, as a page load would for a screen reader.
-  useEffect(() => { heading.current?.focus(); document.title = `${VIEWS.find(([n]) => n === view)[1]} · keypool`; }, [view]);
+  // Moving to another view moves focus to its content, as a page load would for a screen
+  // reader; the first view leaves focus alone, so the first Tab still finds the skip link.
+  const first = useRef(true);
+  useEffect(() => {
+    document.title = `${VIEWS.find(([n]) => n === view)[1]} · keypool`;
+    if (first.current) first.current = false;
+    else heading.current?.focus();
+  }, [view]);
   const View = VIEWS.find(([n]) => n === view)[2];
   return html`
     <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); heading.current?.focus(); }}>Skip to content</a>

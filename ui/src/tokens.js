@@ -119,7 +119,7 @@ export function Tokens() {
     <h2>Create a token</h2>
     <form class="inline-form" onSubmit=${create} aria-label="Create a token">
       <${Field} label="Token name"><input name="token-name" required value=${form.name} onInput=${set('name')} /><//>
-      <${Field} label="Tier"><select name="token-tier" value=${form.tier} onChange=${set('tier')}>${tiers.map((t) => html`<option value=${t.name}>${t.name}</option>`)}</select><//>
+      <${Field} label="Tier"><select name="token-tier" value=${form.tier || tiers[0]?.name || ''} onChange=${set('tier')}>${tiers.map((t) => html`<option value=${t.name}>${t.name}</option>`)}</select><//>
       <${Field} label="Services" hint="comma separated; empty = all"><input name="token-services" value=${form.services} onInput=${set('services')} /><//>
       <${Field} label="rpm"><input name="token-rpm" type="number" min="0" value=${form.rpm} onInput=${set('rpm')} /><//>
       <${Field} label="Expires (local time)"><input type="datetime-local" value=${form.expires_at} onInput=${set('expires_at')} /><//>
