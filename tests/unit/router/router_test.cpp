@@ -26,6 +26,10 @@ TEST_CASE("router: fixed routes") {
       {"GET", "http://localhost:8080/health", RouteKind::Health, "/health", ""},
       {"GET", "HTTPS://example.com/key?x=1", RouteKind::GetKey, "/key", "x=1"},
       {"GET", "http://[::1]:8080/metrics", RouteKind::Metrics, "/metrics", ""},
+      {"GET", "/ui", RouteKind::Ui, "/ui", ""},
+      {"GET", "/ui/", RouteKind::Ui, "/ui/", ""},
+      {"GET", "/ui/app.js?v=1", RouteKind::Ui, "/ui/app.js", "v=1"},
+      {"POST", "/ui/login", RouteKind::Ui, "/ui/login", ""},
   };
   for (const auto& c : cases) {
     CAPTURE(c.target);
@@ -35,6 +39,11 @@ TEST_CASE("router: fixed routes") {
     CHECK(r->path == c.path);
     CHECK(r->query == c.query);
   }
+}
+
+TEST_CASE("router: /ui only owns /ui and what is below it") {
+  CHECK_FALSE(route("GET", "/uix").ok());
+  CHECK_FALSE(route("GET", "/ui/../admin/keys").ok());  // a dot segment is refused before routing
 }
 
 TEST_CASE("router: proxy routes") {
