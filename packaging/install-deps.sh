@@ -17,12 +17,14 @@ packages=(
 )
 
 # --test: what only the test command needs: clang-14 with its sanitizer and libFuzzer
-# runtimes for fuzz/run.sh (the ASan+UBSan build of the whole suite).
+# runtimes for fuzz/run.sh (the ASan+UBSan build of the whole suite), and Debian's chromium
+# for the admin console's browser test (ui/test; playwright-core drives /usr/bin/chromium).
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(clang-14 libclang-rt-14-dev)
+  packages+=(clang-14 libclang-rt-14-dev chromium)
 fi
 
-# Node.js for tests/sdk: Debian's nodejs + npm only when there is no `node` at all (a
+# Node.js: the build bundles the admin console (ui/, npm packages from ui/package-lock.json)
+# and tests/sdk runs on it. Debian's nodejs + npm only when there is no `node` at all (a
 # NodeSource or nvm install is left alone: Debian's npm would conflict with it).
 if ! command -v node >/dev/null 2>&1; then
   packages+=(nodejs npm)

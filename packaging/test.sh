@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and tests keypool the way CI does (.ci/run calls this):
 #   1. install missing Debian packages (packaging/install-deps.sh)
-#   2. npm dependencies of the SDK test in tests/sdk, when it has a package.json
+#   2. npm dependencies of the SDK test in tests/sdk, when it has a package.json, and of the
+#      admin console in ui/ (the builds bundle it; its browser test drives chromium with them)
 #   3. CMake + Ninja into build/, then ctest (its summary is what CI reads)
 #   4. Meson into builddir/, then meson test: both build files must build and test the
 #      same tree.
@@ -13,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 jobs=${JOBS:-2}
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+# CI must build the console: a failed UI build fails the build instead of leaving /ui/ out.
+export KEYPOOL_UI_REQUIRED=1
 
 bash packaging/install-deps.sh --test || exit 1
 
@@ -57,6 +60,7 @@ meson_setup() {
 if [[ -f tests/sdk/package.json ]]; then
   stage "npm (tests/sdk)" npm_deps
 fi
+stage "npm (ui)" bash -c 'cd ui && npm ci --no-audit --no-fund' 
 
 # KEYPOOL_PGO=require: the profile-guided build's training run is also a smoke test of the
 # binary; here its failure must fail the build instead of falling back to a plain one.
