@@ -292,7 +292,7 @@ TEST_CASE("config: YAML validation messages") {
        "F: server.hots: unknown key (expected host, port, workers, max_connections)"},
       {"sever: {}",
        "F: sever: unknown key (expected server, limits, timeouts, proxy, store, services_dir, "
-       "metrics, log, security)"},
+       "metrics, log, security, ui)"},
       {"server: {host: {a: b}}", "F: server.host: must be a string"},
       {"server: 8080", "F: server: must be a mapping"},
       {"- a\n- b", "F: the top level must be a mapping"},
@@ -356,6 +356,8 @@ TEST_CASE("config: the shipped config/keypool.yaml loads and equals the defaults
   CHECK(r->log_level == d.log_level);
   CHECK(r->log_format == d.log_format);
   CHECK(r->allow_core_dumps == d.allow_core_dumps);
+  CHECK(r->ui.session_idle_s == d.ui.session_idle_s);
+  CHECK(r->ui.session_max_s == d.ui.session_max_s);
   CHECK(r->limits.max_header_bytes == d.limits.max_header_bytes);
   CHECK(r->limits.max_header_count == d.limits.max_header_count);
   CHECK(r->limits.max_admin_body_bytes == d.limits.max_admin_body_bytes);
@@ -389,4 +391,22 @@ TEST_CASE("config: config_problems names every problem, not just the first") {
   CHECK(problems[3].rfind("env: ENCRYPTION_KEY: required", 0) == 0);
   CHECK(problems[4].rfind("env: ADMIN_TOKEN: required", 0) == 0);
   CHECK(cfg::config_problems(kMissing, false, Env().fn()).empty());
+}
+
+TEST_CASE("config: ui.session_idle_s and ui.session_max_s, from the file and the environment") {
+  Env env;
+  auto defaults = cfg::load_config(kMissing, false, env.fn());
+  REQUIRE(defaults.ok());
+  CHECK(defaults->ui.session_idle_s == 1800);
+  CHECK(defaults->ui.session_max_s == 43200);
+  TempYaml f("ui:\n  session_idle_s: 60\n  session_max_s: 600\n");
+  auto r = cfg::load_config(f.path, true, env.fn());
+  REQUIRE_MESSAGE(r.ok(), r.error().message);
+  CHECK(r->ui.session_idle_s == 60);
+  CHECK(r->ui.session_max_s == 600);
+  env.vars["UI_SESSION_IDLE_S"] = "5";
+  auto e = cfg::load_config(f.path, true, env.fn());
+  REQUIRE(e.ok());
+  CHECK(e->ui.session_idle_s == 5);
+  CHECK(error_of("ui:\n  session_max_s: 0\n").find("F: ui.session_max_s: ") == 0);
 }
