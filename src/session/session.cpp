@@ -38,9 +38,9 @@ void Store::sweep(int64_t now_ms) {
   std::erase_if(by_hash_, [&](const auto& kv) { return expired(kv.second, now_ms); });
   // Still full: a login storm. Drop the least recently used so a new login always works.
   while (by_hash_.size() >= limits_.max_sessions && !by_hash_.empty()) {
-    auto oldest = std::min_element(by_hash_.begin(), by_hash_.end(), [](const auto& a, const auto& b) {
-      return a.second.last_seen_ms < b.second.last_seen_ms;
-    });
+    auto oldest = std::min_element(
+        by_hash_.begin(), by_hash_.end(),
+        [](const auto& a, const auto& b) { return a.second.last_seen_ms < b.second.last_seen_ms; });
     by_hash_.erase(oldest);
   }
 }
@@ -112,7 +112,8 @@ Verdict check(Store& store, const http::Headers& headers, std::string_view metho
   if (!live) return Verdict::Expired;
   if (is_read(method)) return Verdict::Ok;
   auto csrf = http::find_header(headers, kCsrfHeader);
-  if (!csrf || csrf->size() != live->csrf.size() || !equal_bytes(csrf->data(), live->csrf.data(), csrf->size()))
+  if (!csrf || csrf->size() != live->csrf.size() ||
+      !equal_bytes(csrf->data(), live->csrf.data(), csrf->size()))
     return Verdict::BadCsrf;
   return Verdict::Ok;
 }
@@ -129,7 +130,8 @@ std::string set_cookie(const Issued& s, int64_t now_ms, bool secure) {
 }
 
 std::string clear_cookie(bool secure) {
-  return std::string(kCookieName) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" + (secure ? "; Secure" : "");
+  return std::string(kCookieName) + "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict" +
+         (secure ? "; Secure" : "");
 }
 
 }  // namespace keypool::session

@@ -62,8 +62,9 @@ class Store {
   bool expired(const Entry& e, int64_t now_ms) const;
   void sweep(int64_t now_ms);  // mu_ held
   mutable std::mutex mu_;
-  Limits limits_;                                   // guarded by mu_
-  std::unordered_map<std::string, Entry> by_hash_;  // SHA-256 hex of the id -> entry; guarded by mu_
+  Limits limits_;  // guarded by mu_
+  std::unordered_map<std::string, Entry>
+      by_hash_;  // SHA-256 hex of the id -> entry; guarded by mu_
 };
 
 // How an /admin/* request without a bearer token fares with its cookie.

@@ -16,8 +16,14 @@ constexpr size_t kMaxBody = 4096;  // a login body is one token
 class UiCall final : public server::RequestHandler {
  public:
   UiCall(state::App& app, router::Route route, http::RequestHead&& head, server::ResponseSink& sink)
-      : app_(app), route_(std::move(route)), head_(std::move(head)), sink_(&sink), started_ns_(uv_hrtime()) {}
-  ~UiCall() override { explicit_bzero(body_.data(), body_.size()); }  // a login body holds the admin token
+      : app_(app),
+        route_(std::move(route)),
+        head_(std::move(head)),
+        sink_(&sink),
+        started_ns_(uv_hrtime()) {}
+  ~UiCall() override {
+    explicit_bzero(body_.data(), body_.size());
+  }  // a login body holds the admin token
 
   void on_body(std::string_view data) override {
     if (body_.size() + data.size() > kMaxBody) {
@@ -69,7 +75,8 @@ void UiCall::answer(Answer a) {
   if (!sink_) return;
   app_.metrics.request("", telemetry::Metrics::Route::Admin, a.status,
                        static_cast<double>(uv_hrtime() - started_ns_) / 1e9);
-  server::BodyMode mode = a.status == 304 ? server::BodyMode::Empty : server::BodyMode::ContentLength;
+  server::BodyMode mode =
+      a.status == 304 ? server::BodyMode::Empty : server::BodyMode::ContentLength;
   sink_->send_head(a.status, a.headers, mode, a.body.size());
   if (mode == server::BodyMode::ContentLength && !a.body.empty()) sink_->send_body(a.body);
   sink_->end();
@@ -92,7 +99,8 @@ Answer UiCall::error(int status, std::string_view code, std::string_view message
 }
 
 Answer UiCall::method_not_allowed(std::string_view allow) {
-  Answer a = error(405, "method_not_allowed", head_.method + " is not allowed here; allowed: " + std::string(allow));
+  Answer a = error(405, "method_not_allowed",
+                   head_.method + " is not allowed here; allowed: " + std::string(allow));
   a.headers.push_back({"Allow", std::string(allow)});
   return a;
 }
@@ -100,7 +108,8 @@ Answer UiCall::method_not_allowed(std::string_view allow) {
 // The admin token for a session. Refused from another origin: a page elsewhere must not be
 // able to log this browser in (login CSRF) any more than use its session.
 Answer UiCall::login() {
-  if (!session::same_origin(head_.headers)) return error(403, "cross_origin", "login from another origin is refused");
+  if (!session::same_origin(head_.headers))
+    return error(403, "cross_origin", "login from another origin is refused");
   if (too_big_) return error(413, "payload_too_large", "a login body is {\"token\": \"...\"}");
   auto j = nlohmann::json::parse(body_, nullptr, false);
   if (!j.is_object() || !j.contains("token") || !j["token"].is_string())
@@ -117,15 +126,18 @@ Answer UiCall::login() {
 }
 
 Answer UiCall::logout() {
-  if (!session::same_origin(head_.headers)) return error(403, "cross_origin", "logout from another origin is refused");
+  if (!session::same_origin(head_.headers))
+    return error(403, "cross_origin", "logout from another origin is refused");
   if (auto id = session::cookie(head_.headers, session::kCookieName)) app_.sessions.close(*id);
-  return json(200, {{"logged_out", true}}, {{"Set-Cookie", session::clear_cookie(session::came_over_tls(head_.headers))}});
+  return json(200, {{"logged_out", true}},
+              {{"Set-Cookie", session::clear_cookie(session::came_over_tls(head_.headers))}});
 }
 
 // Lets a reloaded page pick its session up again: the CSRF token is readable only by this
 // origin's script (the answer carries no CORS headers, and other origins get 403).
 Answer UiCall::current() {
-  if (!session::same_origin(head_.headers)) return error(403, "cross_origin", "cross-origin request refused");
+  if (!session::same_origin(head_.headers))
+    return error(403, "cross_origin", "cross-origin request refused");
   auto id = session::cookie(head_.headers, session::kCookieName);
   auto live = id ? app_.sessions.touch(*id, app_.clock.now_ms()) : std::nullopt;
   if (!live) return error(401, "unauthorized", "no live session; log in");
@@ -134,7 +146,8 @@ Answer UiCall::current() {
 
 }  // namespace
 
-std::shared_ptr<server::RequestHandler> make_handler(state::App& app, router::Route route, http::RequestHead&& head,
+std::shared_ptr<server::RequestHandler> make_handler(state::App& app, router::Route route,
+                                                     http::RequestHead&& head,
                                                      server::ResponseSink& sink) {
   return std::make_shared<UiCall>(app, std::move(route), std::move(head), sink);
 }

@@ -10,8 +10,10 @@ namespace {
 // connect-src 'self': the console talks only to this keypool. img-src data: lets the SVG
 // charts and icons be data URLs; nothing else is loaded from anywhere.
 constexpr std::string_view kCsp =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src "
+    "'self'; "
+    "font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors "
+    "'none'";
 
 // True when Accept-Encoding lists gzip without q=0.
 bool accepts_gzip(const http::Headers& request) {

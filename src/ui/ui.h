@@ -32,7 +32,7 @@ struct Asset {
 };
 
 struct AssetTable {
-  std::span<const Asset> assets;  // empty when the UI was not built
+  std::span<const Asset> assets;    // empty when the UI was not built
   std::string_view missing_reason;  // why not, as the build found it
 };
 
@@ -54,7 +54,8 @@ http::Headers security_headers();
 // path; 503 JSON when the table is empty (a build without npm).
 Answer serve_asset(const AssetTable& table, std::string_view path, const http::Headers& request);
 
-std::shared_ptr<server::RequestHandler> make_handler(state::App& app, router::Route route, http::RequestHead&& head,
+std::shared_ptr<server::RequestHandler> make_handler(state::App& app, router::Route route,
+                                                     http::RequestHead&& head,
                                                      server::ResponseSink& sink);
 
 }  // namespace keypool::ui

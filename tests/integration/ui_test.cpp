@@ -2,13 +2,14 @@
 // logout, and the browser session standing in for the admin token on /admin/* (cookie
 // flags, CSRF, cross-origin refusal, idle and absolute expiry, several workers). The console
 // itself, in a real browser, is tests in ui/test/browser.test.mjs.
+#include "ui/ui.h"
+
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <thread>
 
 #include "fixture.h"
-#include "ui/ui.h"
 
 using namespace keypool::testing;
 using nlohmann::json;
@@ -66,7 +67,8 @@ TEST_CASE("ui: login sets an HttpOnly, SameSite=Strict, Path=/ cookie; Secure be
 TEST_CASE("ui: login refuses a wrong token, a malformed body and another origin") {
   Keypool kp;
   HeaderList json_type{{"Content-Type", "application/json"}};
-  auto wrong = request(kp.port, "POST", "/ui/login", json_type, R"({"token":"adm_not_it_0123456789"})");
+  auto wrong =
+      request(kp.port, "POST", "/ui/login", json_type, R"({"token":"adm_not_it_0123456789"})");
   CHECK(wrong.status == 401);
   CHECK(wrong.header("set-cookie").empty());
   CHECK(request(kp.port, "POST", "/ui/login", json_type, "{not json").status == 400);
@@ -89,16 +91,19 @@ TEST_CASE("ui: the session cookie opens /admin/*; writes need its X-CSRF-Token")
   CHECK(no_csrf.status == 403);
   CHECK(error_code(no_csrf) == "forbidden");
   CHECK(no_csrf.header("content-type") == "application/json");
-  CHECK(request(kp.port, "POST", "/admin/tiers", with(l, {{"X-CSRF-Token", "wrong"}}), kTier).status == 403);
+  CHECK(request(kp.port, "POST", "/admin/tiers", with(l, {{"X-CSRF-Token", "wrong"}}), kTier)
+            .status == 403);
   auto other = login(kp);
-  CHECK(request(kp.port, "POST", "/admin/tiers", with(l, {{"X-CSRF-Token", other.csrf}}), kTier).status == 403);
+  CHECK(request(kp.port, "POST", "/admin/tiers", with(l, {{"X-CSRF-Token", other.csrf}}), kTier)
+            .status == 403);
   // Nothing was written by the refused requests.
   CHECK(json::parse(kp.admin("GET", "/admin/tiers").body)["tiers"].empty());
 
   auto ok = request(kp.port, "POST", "/admin/tiers", with(l, {{"X-CSRF-Token", l.csrf}}), kTier);
   CHECK(ok.status == 201);
   CHECK(request(kp.port, "DELETE", "/admin/tiers/ui-tier", with(l)).status == 403);
-  CHECK(request(kp.port, "DELETE", "/admin/tiers/ui-tier", with(l, {{"X-CSRF-Token", l.csrf}})).status == 200);
+  CHECK(request(kp.port, "DELETE", "/admin/tiers/ui-tier", with(l, {{"X-CSRF-Token", l.csrf}}))
+            .status == 200);
   // GET /ui/session gives a reloaded page its CSRF token back.
   auto s = request(kp.port, "GET", "/ui/session", with(l));
   CHECK(s.status == 200);
@@ -113,14 +118,19 @@ TEST_CASE("ui: a cross-origin request with the session cookie is refused, read o
   auto cross = request(kp.port, "GET", "/admin/keys", with(l, {{"Origin", "http://evil.example"}}));
   CHECK(cross.status == 403);
   CHECK(error_code(cross) == "forbidden");
-  CHECK(request(kp.port, "GET", "/admin/keys", with(l, {{"Sec-Fetch-Site", "same-site"}})).status == 403);
+  CHECK(request(kp.port, "GET", "/admin/keys", with(l, {{"Sec-Fetch-Site", "same-site"}})).status ==
+        403);
   CHECK(request(kp.port, "POST", "/admin/tiers",
-                with(l, {{"Origin", "http://localhost:1"}, {"X-CSRF-Token", l.csrf}}), kTier).status == 403);
-  CHECK(request(kp.port, "GET", "/admin/keys", with(l, {{"Origin", self}, {"Sec-Fetch-Site", "same-origin"}})).status ==
-        200);
-  // The bearer token is not a browser credential: the origin checks do not apply to it.
+                with(l, {{"Origin", "http://localhost:1"}, {"X-CSRF-Token", l.csrf}}), kTier)
+            .status == 403);
   CHECK(request(kp.port, "GET", "/admin/keys",
-                {{"Authorization", "Bearer " + kAdminToken}, {"Origin", "http://elsewhere.example"}}).status == 200);
+                with(l, {{"Origin", self}, {"Sec-Fetch-Site", "same-origin"}}))
+            .status == 200);
+  // The bearer token is not a browser credential: the origin checks do not apply to it.
+  CHECK(
+      request(kp.port, "GET", "/admin/keys",
+              {{"Authorization", "Bearer " + kAdminToken}, {"Origin", "http://elsewhere.example"}})
+          .status == 200);
 }
 
 TEST_CASE("ui: logout ends the session and clears the cookie") {
@@ -128,10 +138,13 @@ TEST_CASE("ui: logout ends the session and clears the cookie") {
   auto l = login(kp);
   auto out = request(kp.port, "POST", "/ui/logout", with(l));
   CHECK(out.status == 200);
-  CHECK(out.header("set-cookie").find("kp_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict") == 0);
+  CHECK(
+      out.header("set-cookie").find("kp_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict") ==
+      0);
   auto after = request(kp.port, "GET", "/admin/keys", with(l));
   CHECK(after.status == 401);
-  CHECK(json::parse(after.body)["error"]["message"].get<std::string>().find("session") != std::string::npos);
+  CHECK(json::parse(after.body)["error"]["message"].get<std::string>().find("session") !=
+        std::string::npos);
 }
 
 TEST_CASE("ui: a session ends after its idle time, and after its absolute time however busy") {
@@ -189,7 +202,8 @@ TEST_CASE("ui: assets have the security headers, an ETag answering 304, and gzip
   CHECK(static_cast<unsigned char>(r.body.at(0)) == 0x1f);
   std::string etag = r.header("etag");
   REQUIRE_FALSE(etag.empty());
-  auto again = request(kp.port, "GET", "/ui/", {{"Accept-Encoding", "gzip"}, {"If-None-Match", etag}});
+  auto again =
+      request(kp.port, "GET", "/ui/", {{"Accept-Encoding", "gzip"}, {"If-None-Match", etag}});
   CHECK(again.status == 304);
   CHECK(again.body.empty());
   auto plain = request(kp.port, "GET", "/ui/app.js");
@@ -197,7 +211,8 @@ TEST_CASE("ui: assets have the security headers, an ETag answering 304, and gzip
   CHECK(plain.header("content-encoding").empty());
   CHECK(plain.header("content-type") == "text/javascript; charset=utf-8");
   CHECK(plain.body.size() > 1000);
-  CHECK(request(kp.port, "GET", "/ui/app.js", {{"If-None-Match", plain.header("etag")}}).status == 304);
+  CHECK(request(kp.port, "GET", "/ui/app.js", {{"If-None-Match", plain.header("etag")}}).status ==
+        304);
   auto head = request(kp.port, "HEAD", "/ui/app.css");
   CHECK(head.status == 200);
   CHECK(request(kp.port, "GET", "/ui/nope.js").status == 404);
@@ -209,5 +224,6 @@ TEST_CASE("ui: GET /admin/stats gives 60 minutes and totals") {
   REQUIRE(r.status == 200);
   auto j = json::parse(r.body);
   CHECK(j["minutes"].size() == 60);
-  for (const char* f : {"requests", "errors", "rate_limited", "failovers"}) CHECK(j["totals"].contains(f));
+  for (const char* f : {"requests", "errors", "rate_limited", "failovers"})
+    CHECK(j["totals"].contains(f));
 }

@@ -70,19 +70,28 @@ TEST_CASE("session: check wants a same-origin request and, for writes, the sessi
   CHECK(session::check(store, with_cookie(s.id), "GET", 1) == Verdict::Ok);
   CHECK(session::check(store, with_cookie(s.id), "HEAD", 1) == Verdict::Ok);
   CHECK(session::check(store, with_cookie(s.id), "POST", 1) == Verdict::BadCsrf);
-  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", "nope"}}), "PATCH", 1) == Verdict::BadCsrf);
-  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", s.csrf + "x"}}), "DELETE", 1) == Verdict::BadCsrf);
-  CHECK(session::check(store, with_cookie(s.id, {{"x-csrf-token", s.csrf}}), "DELETE", 1) == Verdict::Ok);
+  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", "nope"}}), "PATCH", 1) ==
+        Verdict::BadCsrf);
+  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", s.csrf + "x"}}), "DELETE", 1) ==
+        Verdict::BadCsrf);
+  CHECK(session::check(store, with_cookie(s.id, {{"x-csrf-token", s.csrf}}), "DELETE", 1) ==
+        Verdict::Ok);
   // Another session's CSRF token does not fit this one.
   auto other = store.open(0);
-  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", other.csrf}}), "POST", 1) == Verdict::BadCsrf);
+  CHECK(session::check(store, with_cookie(s.id, {{"X-CSRF-Token", other.csrf}}), "POST", 1) ==
+        Verdict::BadCsrf);
   // Cross-origin, by either header, even for a read with a valid token.
-  CHECK(session::check(store, with_cookie(s.id, {{"Origin", "http://evil.example"}}), "GET", 1) == Verdict::CrossOrigin);
-  CHECK(session::check(store, with_cookie(s.id, {{"Sec-Fetch-Site", "same-site"}, {"X-CSRF-Token", s.csrf}}), "POST", 1) ==
+  CHECK(session::check(store, with_cookie(s.id, {{"Origin", "http://evil.example"}}), "GET", 1) ==
         Verdict::CrossOrigin);
-  CHECK(session::check(store, with_cookie(s.id, {{"Sec-Fetch-Site", "cross-site"}}), "GET", 1) == Verdict::CrossOrigin);
-  CHECK(session::check(store, with_cookie(s.id, {{"Origin", "http://127.0.0.1:8080"}, {"Sec-Fetch-Site", "same-origin"},
-                                                 {"X-CSRF-Token", s.csrf}}),
+  CHECK(session::check(
+            store, with_cookie(s.id, {{"Sec-Fetch-Site", "same-site"}, {"X-CSRF-Token", s.csrf}}),
+            "POST", 1) == Verdict::CrossOrigin);
+  CHECK(session::check(store, with_cookie(s.id, {{"Sec-Fetch-Site", "cross-site"}}), "GET", 1) ==
+        Verdict::CrossOrigin);
+  CHECK(session::check(store,
+                       with_cookie(s.id, {{"Origin", "http://127.0.0.1:8080"},
+                                          {"Sec-Fetch-Site", "same-origin"},
+                                          {"X-CSRF-Token", s.csrf}}),
                        "POST", 1) == Verdict::Ok);
   CHECK(session::check(store, with_cookie("kps_forged"), "GET", 1) == Verdict::Expired);
 }
@@ -91,9 +100,11 @@ TEST_CASE("session: same_origin compares Origin's authority with Host") {
   CHECK(session::same_origin({}));
   CHECK(session::same_origin({{"Host", "localhost:8080"}, {"Origin", "http://localhost:8080"}}));
   CHECK(session::same_origin({{"Host", "kp.internal"}, {"Origin", "https://KP.internal"}}));
-  CHECK_FALSE(session::same_origin({{"Host", "localhost:8080"}, {"Origin", "http://localhost:8081"}}));
+  CHECK_FALSE(
+      session::same_origin({{"Host", "localhost:8080"}, {"Origin", "http://localhost:8081"}}));
   CHECK_FALSE(session::same_origin({{"Host", "localhost:8080"}, {"Origin", "null"}}));
-  CHECK_FALSE(session::same_origin({{"Origin", "http://localhost:8080"}}));  // no Host to compare with
+  CHECK_FALSE(
+      session::same_origin({{"Origin", "http://localhost:8080"}}));  // no Host to compare with
   CHECK_FALSE(session::same_origin({{"Host", "a"}, {"Origin", "http://a/path"}}));
   CHECK(session::same_origin({{"Sec-Fetch-Site", "none"}}));
   CHECK_FALSE(session::same_origin({{"Sec-Fetch-Site", "same-site"}}));
@@ -104,7 +115,8 @@ TEST_CASE("session: the cookie is HttpOnly, SameSite=Strict, Path=/, and Secure 
   auto plain = session::set_cookie(s, 0, false);
   CHECK(plain == "kp_session=kps_abc; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict");
   CHECK(session::set_cookie(s, 0, true) == plain + "; Secure");
-  CHECK(session::clear_cookie(false) == "kp_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+  CHECK(session::clear_cookie(false) ==
+        "kp_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
   CHECK(session::came_over_tls({{"X-Forwarded-Proto", "https"}}));
   CHECK_FALSE(session::came_over_tls({{"X-Forwarded-Proto", "http"}}));
   CHECK_FALSE(session::came_over_tls({}));

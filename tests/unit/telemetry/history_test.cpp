@@ -33,7 +33,9 @@ TEST_CASE("history: counts land in their minute; the last hour is 60 minutes, ol
   CHECK(sum == 1);  // only the errors minute (t0+1m) is still inside the hour
 }
 
-TEST_CASE("history: Metrics counts proxied requests, their 5xx, keypool's 429s and failovers like /metrics") {
+TEST_CASE(
+    "history: Metrics counts proxied requests, their 5xx, keypool's 429s and failovers like "
+    "/metrics") {
   Metrics m;
   g_now_ms = 1'800'000'000'000 + 30'000;
   m.set_clock(fake_now);

@@ -57,7 +57,8 @@ TEST_CASE("ui: / is index.html; gzip when accepted, identity otherwise; Vary and
 }
 
 TEST_CASE("ui: If-None-Match with the ETag answers 304 with no body") {
-  for (const char* inm : {"\"abc123\"", "W/\"abc123\"", "\"x\", \"abc123\"", "*", "\"abc123-gz\""}) {
+  for (const char* inm :
+       {"\"abc123\"", "W/\"abc123\"", "\"x\", \"abc123\"", "*", "\"abc123-gz\""}) {
     INFO(inm);
     auto a = ui::serve_asset(kTable, "index.html", {{"If-None-Match", inm}});
     CHECK(a.status == 304);
@@ -68,7 +69,8 @@ TEST_CASE("ui: If-None-Match with the ETag answers 304 with no body") {
   CHECK(ui::serve_asset(kTable, "index.html", {{"If-None-Match", "\"abc12\""}}).status == 200);
 }
 
-TEST_CASE("ui: an unknown file is 404 JSON; an empty table (no npm at build time) is 503 ui_not_built") {
+TEST_CASE(
+    "ui: an unknown file is 404 JSON; an empty table (no npm at build time) is 503 ui_not_built") {
   auto missing = ui::serve_asset(kTable, "nope.js", {});
   CHECK(missing.status == 404);
   CHECK(h(missing, "Content-Type") == "application/json");
@@ -79,7 +81,8 @@ TEST_CASE("ui: an unknown file is 404 JSON; an empty table (no npm at build time
   CHECK(a.body.find("node or npm was not found") != std::string::npos);
 }
 
-TEST_CASE("ui: the embedded table, when built, holds index.html, app.js and app.css with gzip copies") {
+TEST_CASE(
+    "ui: the embedded table, when built, holds index.html, app.js and app.css with gzip copies") {
   const auto& t = ui::embedded();
   if (t.assets.empty()) {
     CHECK_FALSE(t.missing_reason.empty());  // a build without npm says why
