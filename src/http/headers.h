@@ -57,6 +57,11 @@ constexpr bool is_credential_field(FieldId id) {
          id == FieldId::XiApiKey || id == FieldId::ApiKey;
 }
 
+// The admin console's session cookie. It is a credential of keypool's own, like the team
+// token: a browser sends it with every request to keypool's origin, /v1/ ones included, so
+// the proxy takes it out of Cookie before a request goes upstream.
+inline constexpr std::string_view kSessionCookieName = "kp_session";
+
 struct Header {
   std::string name;
   std::string value;

@@ -233,6 +233,37 @@ void append_host(Out& out, const config::ServiceDef& svc) {
 
 constexpr std::string_view kAskIdentity = "Accept-Encoding: identity\r\n";
 
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// A Cookie field without keypool's session cookie (http::kSessionCookieName), the other
+// pairs kept in order ("a=1; b=2", RFC 6265 §4.2.1); nothing when no pair is left. The
+// result is never longer than the field, so head_size_bound holds.
+void append_cookie(SizedWriter& out, std::string_view name, std::string_view value) {
+  if (value.find(http::kSessionCookieName) == std::string_view::npos) {
+    append_header(out, name, value);  // the common case: nothing of ours in it
+    return;
+  }
+  if (!is_safe_name(name) || !is_safe_value(value)) return;
+  bool first = true;
+  while (!value.empty()) {
+    size_t semi = value.find(';');
+    std::string_view pair = trim_ows(value.substr(0, semi));
+    value.remove_prefix(semi == std::string_view::npos ? value.size() : semi + 1);
+    if (pair.empty() || trim_ows(pair.substr(0, pair.find('='))) == http::kSessionCookieName) continue;
+    out.append(first ? name : std::string_view()).append(first ? ": " : "; ").append(pair);
+    first = false;
+  }
+  if (!first) out.append("\r\n");
+}
+
+bool is_cookie(const http::Header& h) {
+  return h.name.size() == 6 && iequals(h.name, "cookie");
+}
+
 void append_headers(SizedWriter& out, const config::ServiceDef& svc, const ClientRequest& req,
                     std::string_view key_value) {
   // Fixed service headers win over the Host written here and over whatever the client sent
@@ -243,9 +274,11 @@ void append_headers(SizedWriter& out, const config::ServiceDef& svc, const Clien
     out.append("\r\n");
   }
   const http::ConnectionTokens connection(req.headers);
-  for (const auto& h : req.headers)
-    if (!stays_downstream(h, connection, req.upgrade) && !is_fixed(h.name, svc))
-      append_header(out, h.name, h.value);
+  for (const auto& h : req.headers) {
+    if (stays_downstream(h, connection, req.upgrade) || is_fixed(h.name, svc)) continue;
+    if (is_cookie(h)) append_cookie(out, h.name, h.value);
+    else append_header(out, h.name, h.value);
+  }
   auto auth = auth_header(svc.auth_scheme);
   for (const auto& f : svc.headers)
     // A fixed header with the key's header name must not ride along with it (two credentials).

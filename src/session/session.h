@@ -20,7 +20,7 @@
 
 namespace keypool::session {
 
-inline constexpr std::string_view kCookieName = "kp_session";
+inline constexpr std::string_view kCookieName = http::kSessionCookieName;
 inline constexpr std::string_view kCsrfHeader = "X-CSRF-Token";
 
 struct Limits {

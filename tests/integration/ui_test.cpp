@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "fixture.h"
+#include "proxy_helpers.h"
+#include "support/fake_upstream.h"
 
 using namespace keypool::testing;
 using nlohmann::json;
@@ -226,4 +228,22 @@ TEST_CASE("ui: GET /admin/stats gives 60 minutes and totals") {
   CHECK(j["minutes"].size() == 60);
   for (const char* f : {"requests", "errors", "rate_limited", "failovers"})
     CHECK(j["totals"].contains(f));
+}
+
+TEST_CASE("ui: the session cookie a browser sends with a proxied call never reaches the upstream") {
+  FakeUpstream up(echo());
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.start();
+  std::string token = setup_pool(kp, "svc", {"sk-ui-cookie-0123456789"});
+  Login l = login(kp);
+  std::string session_id = l.cookie.substr(l.cookie.find('=') + 1);
+  REQUIRE(session_id.size() >= 16);
+  kp.remember_secret(session_id);  // and it must not reach the log either
+  auto r = request(kp.port, "GET", "/v1/svc/x", with(l, {{"Authorization", "Bearer " + token}}));
+  REQUIRE(r.status == 200);
+  REQUIRE(up.request_count() == 1);
+  auto seen = up.requests()[0];
+  CHECK(seen.header("cookie") == "other=1");
+  CHECK_FALSE(upstream_saw(seen, session_id));
 }

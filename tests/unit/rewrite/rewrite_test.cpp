@@ -411,6 +411,25 @@ TEST_CASE("rewrite: the upstream is asked for identity, unless the service fixes
   CHECK(find_header(fixed.headers, "Accept-Encoding") == "gzip");
 }
 
+TEST_CASE("rewrite: the console's session cookie never goes upstream, other cookies do") {
+  auto cookie_sent = [](std::string value) {
+    auto r = build(service(), "GET", "/x", "", {{"Cookie", value}}, "k", false);
+    return std::make_pair(keypool::http::count_header(r.headers, "cookie"),
+                          std::string(find_header(r.headers, "Cookie").value_or("")));
+  };
+  CHECK(cookie_sent("a=1; b=2") == std::make_pair(size_t{1}, std::string("a=1; b=2")));
+  CHECK(cookie_sent("kp_session=s3cr3t-session-id").first == 0);
+  CHECK(cookie_sent("a=1; kp_session=s3cr3t; b=2") == std::make_pair(size_t{1}, std::string("a=1; b=2")));
+  CHECK(cookie_sent("kp_session=s3cr3t;theme=dark") == std::make_pair(size_t{1}, std::string("theme=dark")));
+  CHECK(cookie_sent(" kp_session = s3cr3t ; x=kp_session") == std::make_pair(size_t{1}, std::string("x=kp_session")));
+  // A longer name that starts the same is somebody else's cookie.
+  CHECK(cookie_sent("kp_session_pref=1") == std::make_pair(size_t{1}, std::string("kp_session_pref=1")));
+  // Two Cookie fields (HTTP/1.1 clients may send them apart): each is filtered.
+  auto r = build(service(), "GET", "/x", "", {{"Cookie", "kp_session=s"}, {"cookie", "z=9; kp_session=s"}}, "k", false);
+  CHECK(keypool::http::count_header(r.headers, "cookie") == 1);
+  CHECK(find_header(r.headers, "Cookie").value_or("") == "z=9");
+}
+
 TEST_CASE("rewrite: the key is written into the head only, and wiping the head leaves none") {
   struct Case {
     AuthScheme scheme;
