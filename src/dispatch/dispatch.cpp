@@ -1,7 +1,6 @@
 #include "dispatch/dispatch.h"
 
 #include "admin/admin.h"
-#include "base/strings.h"
 #include "proxy/proxy.h"
 #include "router/router.h"
 #include "server/status.h"
@@ -29,18 +28,6 @@ class Refusal final : public server::RequestHandler {
   void on_abort() override {}
 };
 
-// Upgrade: h2c, or the HTTP2-Settings that only such an upgrade sends. One pass by id:
-// this runs for every request.
-bool asks_for_h2c(const http::Headers& headers) {
-  for (const auto& h : headers) {
-    const http::FieldId id = http::field_id(h);
-    if (id == http::FieldId::Http2Settings ||
-        (id == http::FieldId::Upgrade && http::list_has_token(h.value, "h2c")))
-      return true;
-  }
-  return false;
-}
-
 class Factory final : public server::HandlerFactory {
  public:
   Factory(state::App& app, server::Worker& worker, upstream::Client* client)
@@ -51,8 +38,6 @@ class Factory final : public server::HandlerFactory {
     // CONNECT would make keypool a tunnel to anywhere; TRACE echoes credentials back.
     if (head.method == "CONNECT" || head.method == "TRACE")
       return std::make_shared<Refusal>(sink, 405, "method_not_allowed", head.method + " is not supported");
-    if (asks_for_h2c(head.headers))
-      return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "h2c upgrades are not supported");
     auto route = router::route(head.method, head.target);
     if (!route) {
       const auto& e = route.error();
@@ -62,8 +47,9 @@ class Factory final : public server::HandlerFactory {
       sink.note_service(route->service);
       return proxy::make_handler(proxy::Env{app_, worker_, client_}, std::move(route.value()), std::move(head), sink);
     }
-    if (head.upgrade)
-      return std::make_shared<Refusal>(sink, 400, "bad_upgrade", "upgrades are only proxied under /v1/");
+    // A WebSocket offer to the admin API is ignored (RFC 9110 §7.8): the request is answered
+    // over HTTP/1.1, and the connection closes after it (see server::Connection).
+    head.upgrade = false;
     if (route->kind == router::RouteKind::Ui) return ui::make_handler(app_, std::move(route.value()), std::move(head), sink);
     return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), std::move(head),
                                sink);

@@ -4,6 +4,14 @@
 #include <string.h>
 
 #include "base/strings.h"
+#include "http/fold.h"
+#include "http/grammar.h"
+
+// Loose llhttp lets a space into header names, tabs into the target and anything after chunk
+// data; the checks below rely on it refusing those (see CMakeLists.txt).
+#if !LLHTTP_STRICT_MODE
+#error "llhttp must be built with LLHTTP_STRICT_MODE=1"
+#endif
 
 namespace keypool::http {
 
@@ -22,13 +30,17 @@ struct RequestParser::Impl {
   bool in_value = false;
   size_t head_bytes = 0;
   bool failed = false;  // a check of ours set `error`
-  // For spotting obs-fold, which llhttp accepts: the bytes being fed, the last non-blank byte
-  // of the previous feed, and whether the current value's last span ended before the end of
-  // its bytes (llhttp ends a span there only at a line break; the next span is then a fold).
-  const char* feed_begin = nullptr;
-  const char* feed_end = nullptr;
-  char last_fed = 0;
-  bool value_span_cut = false;
+  // The current field name has a '_': the header is dropped (see commit_header).
+  bool field_underscore = false;
+  size_t dropped = 0;  // headers of this message dropped so far; they count against the limit
+  // Where the request line's parts start, as offsets in the whole stream of bytes fed
+  // (fed_before is the offset of feed_begin): llhttp takes any run of spaces between method,
+  // target and version, RFC 9112 §3 exactly one.
+  uint64_t fed_before = 0;
+  uint64_t method_at = 0, target_at = 0;
+  bool version_seen = false;
+  FoldDetector folds;
+  const char* feed_begin = nullptr;  // the bytes being fed
   bool in_message = false;
   bool head_done = false;
 
@@ -65,7 +77,8 @@ struct RequestParser::Impl {
     // ": " and CRLF, once per header: llhttp may call on_header_field several times for
     // one name split across reads, which must not change what counts.
     if (int rc = count(4)) return rc;
-    if (filled >= limits.max_header_count) return too_many_headers();
+    if (filled + dropped >= limits.max_header_count) return too_many_headers();
+    if (field_underscore) return drop_header();
     // Built in place: a temporary Header moved into the vector copies both strings again.
     auto& h = next_slot();
     h.name = std::move(field);
@@ -77,7 +90,27 @@ struct RequestParser::Impl {
     return 0;
   }
 
+  // A name with '_' never reaches a handler (nginx's underscores_in_headers off): CGI, WSGI
+  // and some PHP and Go stacks map '_' and '-' to the same variable, so "X_Api_Key" or
+  // "Transfer_Encoding" would reach the upstream's application as the real header. Dropped,
+  // not refused: browsers and SDKs never send one, and some proxies add them.
+  [[gnu::cold, gnu::noinline]] int drop_header() {
+    ++dropped;
+    recycle(field);
+    recycle(value);
+    in_value = false;
+    field_underscore = false;
+    return 0;
+  }
+
+  // The stream offset of a byte of the current feed.
+  uint64_t offset_of(const char* at) const { return fed_before + static_cast<uint64_t>(at - feed_begin); }
+  [[gnu::cold, gnu::noinline]] int bad_request_line() {
+    return fail(400, "bad_request_line", "method, target and version must be separated by exactly one space");
+  }
+
   int check_framing();
+  bool wants_tunnel();
 
   // A reused string keeps storage up to this size, and the head up to kMaxReusedSlots
   // header slots: one request with a huge header does not pin that memory to the connection.
@@ -130,33 +163,43 @@ struct RequestParser::Impl {
     s->in_value = false;
     s->head_bytes = 0;
     s->failed = false;
-    s->value_span_cut = false;
+    s->folds.value_done();
+    s->field_underscore = false;
+    s->dropped = 0;
+    s->version_seen = false;
     return 0;
   }
   static int on_url(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
+    if (s->head.target.empty()) {
+      s->target_at = s->offset_of(at);
+      if (s->target_at != s->method_at + s->head.method.size() + 1) return s->bad_request_line();
+    }
     s->head.target.append(at, len);
     if (s->head.target.size() > s->limits.max_url_bytes) return s->target_too_long();
     return s->count(len);
   }
   static int on_method(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
+    if (s->head.method.empty()) s->method_at = s->offset_of(at);
     s->head.method.append(at, len);
     return s->count(len);
   }
-  // True when only blanks stand between `at` and a line break: `at` starts a continuation line.
-  bool follows_line_break(const char* at) const {
-    const char* q = at;
-    while (q > feed_begin && (q[-1] == ' ' || q[-1] == '\t')) --q;
-    char before = q > feed_begin ? q[-1] : last_fed;
-    return before == '\n' || before == '\r';
+  // The version's span starts after "HTTP/".
+  static int on_version(llhttp_t* p, const char* at, size_t) {
+    Impl* s = self(p);
+    if (s->version_seen) return 0;
+    s->version_seen = true;
+    constexpr size_t kSpaceAndProtocol = sizeof " HTTP/" - 1;
+    if (s->offset_of(at) != s->target_at + s->head.target.size() + kSpaceAndProtocol) return s->bad_request_line();
+    return 0;
   }
-
   static int on_header_field(llhttp_t* p, const char* at, size_t len) {
     Impl* s = self(p);
-    s->value_span_cut = false;
+    s->folds.value_done();
     if (int rc = s->commit_header()) return rc;
     s->field.append(at, len);
+    if (memchr(at, '_', len)) s->field_underscore = true;
     return s->count(len);
   }
   static int on_header_value(llhttp_t* p, const char* at, size_t len) {
@@ -164,16 +207,14 @@ struct RequestParser::Impl {
     // RFC 9112 §5.2 lets a server refuse obs-fold; a proxy that unfolds differently from the
     // next hop is one more way to disagree about a header, so refuse it.
     if (len == 0) return 0;  // llhttp marks an empty value so, after its line break
-    if (s->value_span_cut || s->follows_line_break(at))
-      return s->fail(400, "bad_header", "obs-fold (a header line starting with whitespace)");
-    s->value_span_cut = at + len != s->feed_end;
+    if (s->folds.folds(at, len)) return s->fail(400, "bad_header", "obs-fold (a header line starting with whitespace)");
     s->in_value = true;
     s->value.append(at, len);
     return s->count(len);
   }
   static int on_header_value_complete(llhttp_t* p) {
     Impl* s = self(p);
-    s->value_span_cut = false;
+    s->folds.value_done();
     s->in_value = true;  // an empty value still makes a header
     return s->commit_header();
   }
@@ -185,6 +226,9 @@ struct RequestParser::Impl {
     s->head.http_minor = llhttp_get_http_minor(p);
     if (int rc = s->check_framing()) return rc;
     s->head.keep_alive = llhttp_should_keep_alive(p);
+    // An Upgrade offer other than a WebSocket one (h2c, say) is ignored, as RFC 9110 §7.8
+    // allows: llhttp is told it is no upgrade, and the request is served over HTTP/1.1.
+    if (llhttp_get_upgrade(p) && !s->wants_tunnel()) p->upgrade = 0;
     s->head.upgrade = llhttp_get_upgrade(p);
     s->head_done = true;
     s->events->on_request_head(std::move(s->head));
@@ -213,7 +257,7 @@ int RequestParser::Impl::check_framing() {
     return fail(400, "bad_version", "only HTTP/1.0 and HTTP/1.1 are supported");
   // One pass over the headers gathers what the framing rules need.
   size_t cl = 0, te = 0, hosts = 0;
-  std::string_view cl_value, te_value;
+  std::string_view cl_value, te_value, host_value;
   for (const auto& h : head.headers) {
     if (h.name.empty()) return fail(400, "bad_header", "empty header name");
     if (has_nul_cr_lf(h.value)) return fail(400, "bad_header", "control character in header value");
@@ -225,7 +269,7 @@ int RequestParser::Impl::check_framing() {
         if (te++ == 0) te_value = h.value;
         break;
       case FieldId::Host:
-        ++hosts;
+        if (hosts++ == 0) host_value = h.value;
         break;
       default:
         break;
@@ -249,7 +293,18 @@ int RequestParser::Impl::check_framing() {
   if (head.http_minor == 1 && hosts != 1)
     return fail(400, "bad_host", hosts ? "repeated Host header" : "missing Host header");
   if (head.http_minor == 0 && hosts > 1) return fail(400, "bad_host", "repeated Host header");
+  if (hosts && !is_host_value(host_value))
+    return fail(400, "bad_host", "Host must be uri-host [\":\" port] (RFC 9112 §3.2)");
   return 0;
+}
+
+// Only a WebSocket handshake opens a tunnel; CONNECT stays an upgrade so that its refusal
+// closes the connection.
+bool RequestParser::Impl::wants_tunnel() {
+  if (llhttp_get_method(&parser) == HTTP_CONNECT) return true;
+  for (const auto& h : head.headers)
+    if (field_id(h) == FieldId::Upgrade && list_has_token(h.value, "websocket")) return true;
+  return false;
 }
 
 RequestParser::RequestParser(Limits limits, Events* events) : impl_(std::make_unique<Impl>()) {
@@ -259,6 +314,7 @@ RequestParser::RequestParser(Limits limits, Events* events) : impl_(std::make_un
   impl_->settings.on_message_begin = Impl::on_message_begin;
   impl_->settings.on_url = Impl::on_url;
   impl_->settings.on_method = Impl::on_method;
+  impl_->settings.on_version = Impl::on_version;
   impl_->settings.on_header_field = Impl::on_header_field;
   impl_->settings.on_header_value = Impl::on_header_value;
   impl_->settings.on_header_value_complete = Impl::on_header_value_complete;
@@ -275,16 +331,12 @@ RequestParser::Status RequestParser::feed(std::string_view data, size_t* consume
   *consumed = 0;
   if (data.empty()) return Status::NeedMore;
   impl_->feed_begin = data.data();
-  impl_->feed_end = data.data() + data.size();
+  impl_->folds.begin_feed(data.data(), data.data() + data.size());
   llhttp_errno_t rc = llhttp_execute(&impl_->parser, data.data(), data.size());
-  // A fold split across reads has its line break in an earlier feed: remember the last
-  // non-blank byte the parser took (it stops early only at a pause or an error).
-  const char* stop = rc == HPE_OK ? impl_->feed_end : llhttp_get_error_pos(&impl_->parser);
-  for (const char* q = stop; q && q > impl_->feed_begin; --q)
-    if (q[-1] != ' ' && q[-1] != '\t') {
-      impl_->last_fed = q[-1];
-      break;
-    }
+  // Where the parser stopped taking bytes (early only at a pause or an error).
+  const char* stop = rc == HPE_OK ? data.data() + data.size() : llhttp_get_error_pos(&impl_->parser);
+  impl_->folds.end_feed(stop);
+  if (stop) impl_->fed_before += static_cast<uint64_t>(stop - impl_->feed_begin);
   // A check that fails in on_headers_complete surfaces as HPE_CB_HEADERS_COMPLETE, not
   // HPE_USER: keep the status, code and message the check chose (a 431, bad_framing...).
   if (impl_->failed && rc != HPE_OK && rc != HPE_PAUSED && rc != HPE_PAUSED_UPGRADE) return Status::Error;

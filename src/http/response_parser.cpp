@@ -3,6 +3,11 @@
 #include <llhttp.h>
 
 #include "base/strings.h"
+#include "http/fold.h"
+
+#if !LLHTTP_STRICT_MODE
+#error "llhttp must be built with LLHTTP_STRICT_MODE=1 (see CMakeLists.txt)"
+#endif
 
 namespace keypool::http {
 
@@ -16,11 +21,10 @@ struct ResponseParser::Impl {
       return self(p)->on_span(self(p)->head.reason, at, n);
     };
     settings.on_header_field = [](llhttp_t* p, const char* at, size_t n) {
+      self(p)->folds.value_done();
       return self(p)->on_span(self(p)->building_header().name, at, n);
     };
-    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) {
-      return self(p)->on_span(self(p)->building_header().value, at, n);
-    };
+    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_value(at, n); };
     settings.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_complete(); };
     settings.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
     settings.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
@@ -48,6 +52,7 @@ struct ResponseParser::Impl {
     head.headers = std::move(slots);
     filled = 0;
     building = false;
+    folds.value_done();
     header_bytes = 0;
     interim = false;
     error.clear();
@@ -68,6 +73,18 @@ struct ResponseParser::Impl {
     if (header_bytes > limits.max_header_bytes) return head_too_large();
     dst.append(at, n);
     return HPE_OK;
+  }
+
+  // RFC 9112 §5.2 lets a recipient replace obs-fold with SP; keypool answers 502 instead,
+  // as it refuses folds from clients: an upstream that folds is broken or old enough that
+  // its other headers are not to be trusted either, and relaying the fold is never allowed.
+  int on_value(const char* at, size_t n) {
+    if (n > 0 && folds.folds(at, n)) return folded();
+    return on_span(building_header().value, at, n);
+  }
+  [[gnu::noinline, gnu::cold]] int folded() {
+    error = "obs-fold in a response header (a line starting with whitespace)";
+    return HPE_USER;
   }
 
   // Out of line: building the message inline made every call of on_span (a dozen per
@@ -104,6 +121,7 @@ struct ResponseParser::Impl {
   }
 
   int on_header_complete() {
+    folds.value_done();
     // Each line costs its separators too, so many empty headers still hit the byte limit.
     header_bytes += 4;
     if (filled >= limits.max_headers) return too_many_headers();
@@ -223,6 +241,7 @@ struct ResponseParser::Impl {
   static constexpr size_t kMaxReusedCapacity = 512;
 
   ResponseHead head;
+  FoldDetector folds;
   size_t filled = 0;      // head.headers[0, filled) are complete headers of this response
   bool building = false;  // head.headers[filled] holds a header still being assembled
   size_t header_bytes = 0;
@@ -255,7 +274,10 @@ ParseResult ResponseParser::feed(const char* data, size_t len) {
     return r;
   }
   if (len == 0) return ParseResult{};
-  return m.result_from(llhttp_execute(&m.parser, data, len), data, len);
+  m.folds.begin_feed(data, data + len);
+  const llhttp_errno_t err = llhttp_execute(&m.parser, data, len);
+  m.folds.end_feed(err == HPE_OK ? data + len : llhttp_get_error_pos(&m.parser));
+  return m.result_from(err, data, len);
 }
 
 ParseResult ResponseParser::finish() {

@@ -329,6 +329,13 @@ void ProxyExchange::on_response_head(upstream::ResponseHead& head) {
   // left by a failover, goes in on its own.
   if (upstream_seconds_) env_.app.metrics.upstream(svc_->name, *upstream_seconds_);
   upstream_seconds_ = seconds_since(upstream_started_ns_);
+  if (head.status == 101 && !tunnel_) {
+    // Switching protocols the client never offered: what follows is no HTTP answer to relay,
+    // and the connection is no HTTP connection any more. No tunnel opens; the client gets 502.
+    up_->forbid_reuse();
+    return on_error(upstream::ErrorKind::Protocol,
+                    "upstream " + svc_->name + " answered 101 Switching Protocols to a request without Upgrade");
+  }
   if (failover_status(head.status) && !streaming_) {
     on_key_refused(head.status, head.headers);
     if (try_failover("upstream answered " + std::to_string(head.status))) return;

@@ -43,6 +43,7 @@ bool fixed_downstream_name(http::FieldId id, std::string_view name) {
     case FieldId::ProxyConnection:
     case FieldId::TransferEncoding:
     case FieldId::ProxyAuthenticate:
+    case FieldId::Http2Settings:  // only an h2c offer sends it, and keypool ignores those
       return true;
     default: {
       // Every other id too, not just Other: an X-Keypool-* name given an id of its own

@@ -63,6 +63,20 @@ bool is_dot_segment(std::string_view decoded) {
   return decoded == "." || decoded == "..";
 }
 
+// A decoded segment that still holds an escape of '.', '/' or '\\' ("%252e" decodes to
+// "%2e"): an upstream that decodes twice would see a dot segment or a separator. Refused in
+// any case and wherever it sits in the segment, like the single escapes of '/' and '\\'.
+bool hides_escape(std::string_view decoded) {
+  for (size_t i = decoded.find('%'); i != std::string_view::npos; i = decoded.find('%', i + 1)) {
+    if (i + 2 >= decoded.size()) return false;
+    int hi = hex_digit(decoded[i + 1]), lo = hex_digit(decoded[i + 2]);
+    if (hi < 0 || lo < 0) continue;
+    const int c = hi * 16 + lo;
+    if (c == '.' || c == '/' || c == '\\') return true;
+  }
+  return false;
+}
+
 bool segment_is_safe(std::string_view seg) {
   if (seg.find('%') == std::string_view::npos) {
     // Nothing to decode (the usual case): check the bytes where they are.
@@ -71,7 +85,7 @@ bool segment_is_safe(std::string_view seg) {
     return !is_dot_segment(seg);
   }
   auto decoded = decode_segment(seg);
-  return decoded && !is_dot_segment(*decoded);
+  return decoded && !is_dot_segment(*decoded) && !hides_escape(*decoded);
 }
 
 // Bytes that end plainly_safe's fast walk: everything is_forbidden_raw refuses, '\\', '%'

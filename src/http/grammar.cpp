@@ -1,0 +1,87 @@
+#include "http/grammar.h"
+
+namespace keypool::http {
+namespace {
+
+bool is_alnum(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+bool is_hex(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+// unreserved / sub-delims (RFC 3986 §2.2, §2.3).
+bool is_reg_name_char(unsigned char c) {
+  if (is_alnum(c)) return true;
+  switch (c) {
+    case '-': case '.': case '_': case '~':                                          // unreserved
+    case '!': case '$': case '&': case '\'': case '(': case ')': case '*': case '+':  // sub-delims
+    case ',': case ';': case '=':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// reg-name = *( unreserved / pct-encoded / sub-delims ), here at least one byte.
+bool is_reg_name(std::string_view s) {
+  if (s.empty()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '%') {
+      if (i + 2 >= s.size() || !is_hex(static_cast<unsigned char>(s[i + 1])) ||
+          !is_hex(static_cast<unsigned char>(s[i + 2])))
+        return false;
+      i += 2;
+    } else if (!is_reg_name_char(c)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// IP-literal = "[" ( IPv6address / IPvFuture ) "]", checked by its alphabet: HEXDIG, ":"
+// and "." for IPv6 (with an embedded IPv4), and "v" HEXDIG "." followed by unreserved,
+// sub-delims and ":" for IPvFuture. Which address it names is the resolver's business; that
+// it holds no byte that could end or bend the authority is ours.
+bool is_ip_literal(std::string_view s) {
+  if (s.size() < 3 || s.front() != '[' || s.back() != ']') return false;
+  std::string_view in = s.substr(1, s.size() - 2);
+  if (in.front() == 'v' || in.front() == 'V') {
+    size_t dot = in.find('.');
+    if (dot == std::string_view::npos || dot < 2 || dot + 1 == in.size()) return false;
+    for (size_t i = 1; i < dot; ++i)
+      if (!is_hex(static_cast<unsigned char>(in[i]))) return false;
+    for (size_t i = dot + 1; i < in.size(); ++i) {
+      const auto c = static_cast<unsigned char>(in[i]);
+      if (!is_reg_name_char(c) && c != ':') return false;
+    }
+    return true;
+  }
+  bool colon = false;
+  for (char ch : in) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == ':') colon = true;
+    else if (!is_hex(c) && c != '.') return false;
+  }
+  return colon;
+}
+
+}  // namespace
+
+bool is_host_value(std::string_view value) {
+  std::string_view host = value;
+  // The port follows the last ':' outside brackets.
+  const size_t bracket = value.rfind(']');
+  const size_t colon = value.rfind(':');
+  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
+    std::string_view port = value.substr(colon + 1);
+    if (port.size() > 5) return false;
+    for (char c : port)
+      if (c < '0' || c > '9') return false;
+    host = value.substr(0, colon);
+  }
+  if (!host.empty() && host.front() == '[') return is_ip_literal(host);
+  return is_reg_name(host);
+}
+
+}  // namespace keypool::http
