@@ -44,6 +44,7 @@ upstream::ClientOptions client_options(const config::Config& cfg) {
   o.max_idle_per_origin = cfg.proxy.max_idle_per_origin;
   o.max_response_header_bytes = cfg.limits.max_header_bytes;
   o.extra_ca_file = cfg.proxy.extra_ca_file;
+  o.write_high_watermark = cfg.proxy.write_high_watermark;
   return o;
 }
 

@@ -28,23 +28,18 @@ config::GetEnv real_env() {
   return [](const char* n) { return std::getenv(n); };
 }
 
+// Names every problem in one run, not just the first, so that one edit fixes them all: a
+// bad environment variable does not stop the check of services.d (the directory the config
+// names, or the default when that setting is what is wrong).
 int check_config(const Options& o) {
-  int problems = 0;
-  auto cfg = config::load_config(o.config_path, o.config_explicit, real_env());
-  if (!cfg) {
-    // Name every problem, not just the first, so one edit fixes them all.
-    for (const auto& p : config::config_problems(o.config_path, o.config_explicit, real_env()))
-      std::fprintf(stderr, "%s\n", p.c_str());
-    return kUsage;
-  }
-  auto services = config::load_services_dir(cfg->services_dir);
-  for (const auto& e : services.errors) {
-    std::fprintf(stderr, "%s\n", e.c_str());
-    ++problems;
-  }
-  if (problems) return kUsage;
-  std::printf("config ok: %s, %zu services from %s\n", cfg->source.c_str(), services.services.size(),
-              cfg->services_dir.c_str());
+  auto report = config::inspect_config(o.config_path, o.config_explicit, real_env());
+  for (const auto& p : report.problems) std::fprintf(stderr, "%s\n", p.c_str());
+  const config::Config& cfg = report.config;
+  auto services = config::load_services_dir(cfg.services_dir);
+  for (const auto& e : services.errors) std::fprintf(stderr, "%s\n", e.c_str());
+  if (!report.problems.empty() || !services.errors.empty()) return kUsage;
+  std::printf("config ok: %s, %zu services from %s\n", cfg.source.c_str(), services.services.size(),
+              cfg.services_dir.c_str());
   return kOk;
 }
 

@@ -411,10 +411,13 @@ Result<Config> load_config(const std::string& path, bool path_required, const Ge
 }
 
 std::vector<std::string> config_problems(const std::string& path, bool path_required, const GetEnv& getenv) {
-  Config c;
-  std::vector<std::string> out;
-  for (const auto& e : load_into(c, path, path_required, getenv)) out.push_back(e.message);
-  return out;
+  return inspect_config(path, path_required, getenv).problems;
+}
+
+ConfigReport inspect_config(const std::string& path, bool path_required, const GetEnv& getenv) {
+  ConfigReport r;
+  for (const auto& e : load_into(r.config, path, path_required, getenv)) r.problems.push_back(e.message);
+  return r;
 }
 
 }  // namespace keypool::config

@@ -81,5 +81,12 @@ Result<Config> load_config(const std::string& path, bool path_required, const Ge
 // For check-config: every problem load_config would stop at, one line each (the file's
 // first problem, each bad environment variable, each missing or malformed secret).
 std::vector<std::string> config_problems(const std::string& path, bool path_required, const GetEnv& getenv);
+// The same, with the config as far as it could be read (a refused value keeps its
+// default), so that check-config goes on to check the services.d that config names.
+struct ConfigReport {
+  Config config;
+  std::vector<std::string> problems;
+};
+ConfigReport inspect_config(const std::string& path, bool path_required, const GetEnv& getenv);
 
 }  // namespace keypool::config

@@ -224,6 +224,9 @@ void ProxyExchange::start_attempt() {
 void ProxyExchange::send_attempt(upstream::Client::Reuse reuse) {
   upstream::Origin origin{svc_->tls, svc_->host, svc_->port};
   upstream_started_ns_ = uv_hrtime();
+  // A new connection brings a new write queue: a pause the previous attempt's queue asked
+  // for is lifted, and this one says again if the replayed body fills it.
+  if (sink_) sink_->resume_read();
   env_.client->start(up_, origin, head_.method, &up_handler_, reuse);
   // The head is the only copy of the key rewrite makes; upstream writes wipe it once written.
   // It is built into a buffer the connection kept from an earlier request, so a pooled
@@ -284,14 +287,18 @@ void ProxyExchange::on_body(std::string_view data) {
   } else {
     up_->write(std::string(data));
   }
-  if (sink_ && up_->queued_bytes() > static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark))
-    sink_->pause_read();
 }
 
 void ProxyExchange::on_end() {
   request_done_ = true;
   if (!up_ || response_done_) return;
   if (framing_ == rewrite::BodyFraming::Chunked) up_->write("0\r\n\r\n");
+}
+
+// Backpressure: each connection watches its own write queue and says when it passes its
+// high watermark and when it drains; the exchange only stops and restarts the other side.
+void ProxyExchange::upstream_blocked() {
+  if (sink_) sink_->pause_read();
 }
 
 void ProxyExchange::upstream_writable() {
@@ -315,6 +322,10 @@ void ProxyExchange::on_abort() {
   drop_upstream();
   release_lease(false, "");
   record_metrics();
+}
+
+void ProxyExchange::on_write_blocked() {
+  if (up_) up_->pause_read();
 }
 
 void ProxyExchange::on_writable() {
@@ -516,8 +527,6 @@ void ProxyExchange::send_to_client(std::string_view data) {
   } else {
     sink_->send_body(data);
   }
-  if (up_ && sink_->queued_bytes() > static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark))
-    up_->pause_read();
 }
 
 // Sends the held error head and body (masked). complete: the body is all there is, so it

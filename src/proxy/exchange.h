@@ -34,6 +34,7 @@ class ProxyExchange final : public server::RequestHandler,
   void on_body(std::string_view data) override;
   void on_end() override;
   void on_abort() override;
+  void on_write_blocked() override;
   void on_writable() override;
   void on_tunnel_data(std::string_view data) override;
   void on_tunnel_eof() override;
@@ -47,6 +48,7 @@ class ProxyExchange final : public server::RequestHandler,
   void on_response_body(std::string_view data);
   void on_response_end();
   void on_error(upstream::ErrorKind kind, const std::string& message);
+  void upstream_blocked();
   void upstream_writable();
 
  private:
@@ -58,6 +60,7 @@ class ProxyExchange final : public server::RequestHandler,
     void on_response_body(std::string_view d) override { x_.on_response_body(d); }
     void on_response_end() override { x_.on_response_end(); }
     void on_error(upstream::ErrorKind k, const std::string& m) override { x_.on_error(k, m); }
+    void on_write_blocked() override { x_.upstream_blocked(); }
     void on_writable() override { x_.upstream_writable(); }
 
    private:

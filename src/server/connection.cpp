@@ -597,7 +597,10 @@ void Connection::append_out(std::string_view bytes) {
 void Connection::after_append() {
   // The handler compares queued_bytes() with the watermark right after writing; remember
   // that it may have paused, so that on_writable follows once the queue drains.
-  if (queued_bytes() > worker_.options().write_high_watermark) above_high_ = true;
+  if (!above_high_ && queued_bytes() > worker_.options().write_high_watermark) {
+    above_high_ = true;
+    if (handler_) handler_->on_write_blocked();
+  }
   if (callback_depth_ == 0) defer_task(kFlushTask);
 }
 

@@ -38,7 +38,9 @@ class ResponseSink {
   virtual void end() = 0;                 // response complete
   virtual void abort() = 0;               // cut the connection (a failed stream must not look complete)
   virtual bool head_sent() const = 0;
-  virtual size_t queued_bytes() const = 0;  // downstream bytes not yet written to the socket
+  // Downstream bytes not yet written to the socket. Backpressure comes through
+  // RequestHandler::on_write_blocked and on_writable, not from comparing this.
+  virtual size_t queued_bytes() const = 0;
   virtual void pause_read() = 0;          // stop reading the request body (backpressure)
   virtual void resume_read() = 0;
   // Access-log details the handler knows and the server does not.
@@ -55,7 +57,10 @@ class RequestHandler {
   virtual void on_body(std::string_view data) = 0;
   virtual void on_end() = 0;        // request (or upgrade head) fully received
   virtual void on_abort() = 0;      // client went away or timed out: stop using the sink
-  virtual void on_writable() {}     // downstream queue drained below the low watermark
+  // The connection watches its own output queue: it passed the high watermark (stop
+  // feeding it), then drained to the low one (go on).
+  virtual void on_write_blocked() {}
+  virtual void on_writable() {}
   virtual void on_tunnel_data(std::string_view) {}  // client bytes after a 101
   virtual void on_tunnel_eof() {}
   // The exchange is over (response ended, request read) and the connection is about to drop

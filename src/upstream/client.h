@@ -50,7 +50,8 @@ struct ClientOptions {
   int64_t max_idle_per_origin = 32;
   int64_t max_response_header_bytes = 65536;
   std::string extra_ca_file;           // PEM CAs trusted in addition to the system store
-  // Exchange::queued_bytes() above this makes on_writable() due once it falls to half.
+  // Exchange::queued_bytes() above this calls on_write_blocked(), then on_writable() once
+  // it falls to half. keypool sets it from proxy.write_high_watermark.
   int64_t write_high_watermark = 256 * 1024;
 };
 
@@ -82,7 +83,10 @@ class ExchangeHandler {  // implemented by the proxy
   virtual void on_response_end() = 0;
   // The exchange failed; the message names host and port, never a secret. Nothing follows.
   virtual void on_error(ErrorKind kind, const std::string& message) = 0;
-  // queued_bytes() fell to the low watermark after having passed the high one.
+  // The write queue is this connection's to watch: it says when queued_bytes() passes the
+  // high watermark (ClientOptions::write_high_watermark), then when it falls to the low one
+  // (half of it). The handler stops feeding it in between.
+  virtual void on_write_blocked() = 0;
   virtual void on_writable() = 0;
 };
 

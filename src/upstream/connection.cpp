@@ -472,7 +472,10 @@ void Connection::write(std::string bytes) {
   ++in_write_;
   flush_writes();
   --in_write_;
-  if (!above_high_ && static_cast<int64_t>(queued_bytes()) > high_watermark_) above_high_ = true;
+  if (!above_high_ && static_cast<int64_t>(queued_bytes()) > high_watermark_) {
+    above_high_ = true;
+    if (handler_) handler_->on_write_blocked();
+  }
 }
 
 std::string Connection::take_buffer() { return std::exchange(spare_, std::string()); }

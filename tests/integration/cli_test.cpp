@@ -233,3 +233,38 @@ TEST_CASE("cli: usage errors exit 2 and an unreachable server exits 1") {
     CHECK(contains(help.output, cmd));
   CHECK(cli({"keys", "--help"}).exit_code == 0);
 }
+
+TEST_CASE("cli: check-config names every problem in one run, a bad environment and a broken services.d alike") {
+  TempDir dir;
+  const std::string services = dir.path + "/services.d";
+  std::system(("mkdir -p " + services).c_str());
+  std::ofstream(services + "/good.yaml") << "name: good\nbase_url: https://api.example.com\nauth_scheme: bearer\n";
+  std::ofstream(services + "/broken.yaml") << "name: broken\nbase_url: ftp://api.example.com\nauth_scheme: bearer\n";
+  std::map<std::string, std::string> env{{"ENCRYPTION_KEY", kEncryptionKey},
+                                         {"ADMIN_TOKEN", kAdminToken},
+                                         {"SERVICES_DIR", services},
+                                         {"LOG_LEVEL", "chatty"}};
+  const std::vector<std::string> args{"--config", source_dir() + "/config/keypool.yaml", "check-config"};
+
+  auto both = Cli::with_env(args, env);
+  INFO(both.output);
+  CHECK(both.exit_code == 2);
+  CHECK(contains(both.output, "LOG_LEVEL"));
+  CHECK(contains(both.output, "broken.yaml"));
+  CHECK_FALSE(contains(both.output, "good.yaml"));
+  CHECK_FALSE(contains(both.output, kEncryptionKey));
+
+  env["LOG_LEVEL"] = "info";
+  auto services_only = Cli::with_env(args, env);
+  INFO(services_only.output);
+  CHECK(services_only.exit_code == 2);
+  CHECK_FALSE(contains(services_only.output, "LOG_LEVEL"));
+  CHECK(contains(services_only.output, "broken.yaml"));
+
+  std::remove((services + "/broken.yaml").c_str());
+  auto fine = Cli::with_env(args, env);
+  INFO(fine.output);
+  CHECK(fine.exit_code == 0);
+  CHECK(contains(fine.output, "config ok"));
+  CHECK(contains(fine.output, "1 services"));
+}

@@ -175,6 +175,7 @@ struct Recorder : ExchangeHandler {
   std::optional<ErrorKind> error;
   std::string error_message;
   int writable = 0;
+  int blocked = 0;
   std::function<void()> on_head_hook;
   std::function<void(std::string_view)> on_body_hook;
 
@@ -191,6 +192,7 @@ struct Recorder : ExchangeHandler {
     error = k;
     error_message = m;
   }
+  void on_write_blocked() override { ++blocked; }
   void on_writable() override { ++writable; }
   bool done() const { return ends > 0 || error.has_value(); }
 };
@@ -908,8 +910,10 @@ TEST_CASE("upstream: write backpressure reports on_writable after draining") {
   ex->write("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n");
   ex->write(std::string(total, 'b'));
   CHECK(ex->queued_bytes() > 64 * 1024);
+  CHECK(r.blocked == 1);
   REQUIRE(l.run_until([&] { return r.done(); }));
   CHECK(!r.error);
+  CHECK(r.blocked == 1);
   CHECK(r.writable == 1);
   CHECK(ex->queued_bytes() == 0);
 }
