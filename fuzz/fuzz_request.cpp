@@ -8,6 +8,9 @@
 // Beyond "no crash, no sanitizer report" it checks:
 //  - the parser's contract: consumed <= fed, NeedMore consumes everything, a head before any
 //    body, a Content-Length body is exactly that long, no CR/LF/NUL in a header handed over;
+//  - the grammar (issue 17): the method and every header name handed over are tokens, no
+//    name has '_', a Host is uri-host [":" port], the target has no space, control or
+//    non-ASCII byte;
 //  - the same stream gives the same events whether it arrives in one read or in pieces;
 //  - for every proxied request, the upstream head: CRLF-framed lines with no stray CR, LF or
 //    NUL, a request line of exactly three parts, exactly one Host (the service's), exactly one
@@ -22,6 +25,7 @@
 
 #include "config/service.h"
 #include "fuzz_check.h"
+#include "http/grammar.h"
 #include "http/headers.h"
 #include "http/request_parser.h"
 #include "rewrite/rewrite.h"
@@ -62,6 +66,12 @@ config::ServiceDef query_service() {
 const config::ServiceDef& service(int i) {
   static const config::ServiceDef kServices[2] = {bearer_service(), query_service()};
   return kServices[i];
+}
+
+// tchar (RFC 9110 §5.6.2), written out here rather than taken from the code under test.
+bool is_tchar(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
 bool has_ctl(std::string_view s) {
@@ -222,7 +232,11 @@ struct Recorder final : http::RequestParser::Events {
     for (const auto& h : head.headers) {
       FUZZ_CHECK(!h.name.empty(), "header name present");
       FUZZ_CHECK(!has_ctl(h.name) && !has_ctl(h.value), "no CR/LF/NUL in a header handed over");
+      for (char c : h.name) FUZZ_CHECK(is_tchar(static_cast<unsigned char>(c)) && c != '_', "name is a token without '_'");
+      if (http::field_id(h) == http::FieldId::Host) FUZZ_CHECK(http::is_host_value(h.value), "Host is uri-host [:port]");
     }
+    for (char c : head.method) FUZZ_CHECK(is_tchar(static_cast<unsigned char>(c)), "method is a token");
+    for (unsigned char c : head.target) FUZZ_CHECK(c > 0x20 && c < 0x7f, "no space, control or non-ASCII in the target");
     line().append("head ").append(head.method).append(" ").append(head.target);
     log.append(" 1.").append(std::to_string(head.http_minor));
     log.append(head.keep_alive ? " ka" : " close").append(head.upgrade ? " upgrade" : "");
