@@ -131,6 +131,15 @@ TEST_CASE("router: rejected targets") {
       {"GET", "/v1/x/a%5Cb", ErrorCode::BadRequest},
       {"GET", "/v1/x/a%5cb", ErrorCode::BadRequest},
       {"GET", "/v1/x/a\\b", ErrorCode::BadRequest},
+      // a '%' escaped in front of an escaped dot, slash or backslash: "%2e" after one decoding
+      {"GET", "/v1/x/%252e%252e/a", ErrorCode::BadRequest},
+      {"GET", "/v1/x/%252E%252E/a", ErrorCode::BadRequest},
+      {"GET", "/v1/x/a%252fb", ErrorCode::BadRequest},
+      {"GET", "/v1/x/a%252Fb", ErrorCode::BadRequest},
+      {"GET", "/v1/x/a%255cb", ErrorCode::BadRequest},
+      {"GET", "/v1/x/a%255Cb", ErrorCode::BadRequest},
+      {"GET", "/v1/x/%25%32%65%25%32%65/a", ErrorCode::BadRequest},
+      {"GET", "/v1/x/x%252e", ErrorCode::BadRequest},
       {"GET", "/v1/x\\..\\admin", ErrorCode::BadRequest},
       // control bytes, NUL, malformed escapes
       {"GET", std::string("/v1/x/a\0b", 9), ErrorCode::BadRequest},

@@ -351,3 +351,21 @@ TEST_CASE("response parser: limits still hold when the header slots are reused")
   CHECK(r.status == ParseStatus::Error);
   CHECK(r.error.find("200 bytes") != std::string::npos);
 }
+
+TEST_CASE("response parser: obs-fold is an error, fed whole or split at any byte") {
+  for (const std::string fold : {"X-Folded: first\r\n second\r\n", "X-Folded: first\r\n\t second\r\n",
+                                 "X-Folded:\r\n second\r\n", "X-Folded: first\r\n  \r\n"}) {
+    const std::string msg = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + fold + "Content-Length: 2\r\n\r\nok";
+    for (size_t cut = 0; cut < msg.size(); ++cut) {
+      CAPTURE(fold);
+      CAPTURE(cut);
+      Recorder rec;
+      ResponseParser p(&rec);
+      auto r = cut == 0 ? p.feed(msg) : p.feed(msg.data(), cut);
+      if (cut != 0 && r.status == ParseStatus::NeedMore) r = p.feed(msg.data() + cut, msg.size() - cut);
+      CHECK(r.status == ParseStatus::Error);
+      CHECK(r.error.find("obs-fold") != std::string::npos);
+      CHECK(rec.heads == 0);  // nothing of the folded head is handed over
+    }
+  }
+}
