@@ -93,7 +93,7 @@ struct RequestParser::Impl {
   // A name with '_' never reaches a handler (nginx's underscores_in_headers off): CGI, WSGI
   // and some PHP and Go stacks map '_' and '-' to the same variable, so "X_Api_Key" or
   // "Transfer_Encoding" would reach the upstream's application as the real header. Dropped,
-  // not refused: browsers and SDKs never send one, and some proxies add them.
+  // not refused, as nginx does: the rest of the request is still served.
   [[gnu::cold, gnu::noinline]] int drop_header() {
     ++dropped;
     recycle(field);

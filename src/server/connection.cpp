@@ -595,8 +595,8 @@ void Connection::append_out(std::string_view bytes) {
 }
 
 void Connection::after_append() {
-  // The handler compares queued_bytes() with the watermark right after writing; remember
-  // that it may have paused, so that on_writable follows once the queue drains.
+  // This connection owns its output queue's watermarks: it tells the handler when the queue
+  // passes the high one, and (in flush) when it drains to the low one.
   if (!above_high_ && queued_bytes() > worker_.options().write_high_watermark) {
     above_high_ = true;
     if (handler_) handler_->on_write_blocked();
