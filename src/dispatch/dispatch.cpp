@@ -41,7 +41,11 @@ class Factory final : public server::HandlerFactory {
     auto route = router::route(head.method, head.target);
     if (!route) {
       const auto& e = route.error();
-      return std::make_shared<Refusal>(sink, server::status_for(e.code), server::code_name(e.code), e.message);
+      const int status = server::status_for(e.code);
+      // A target no client should send (dot segments, escaped separators): like a
+      // malformed request, answered and the connection closed. A 404 keeps it.
+      if (status == 400) sink.close_after_response();
+      return std::make_shared<Refusal>(sink, status, server::code_name(e.code), e.message);
     }
     if (route->kind == router::RouteKind::Proxy) {
       sink.note_service(route->service);

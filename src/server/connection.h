@@ -51,6 +51,7 @@ class Connection final : public ResponseSink,
   void abort() override;
   bool head_sent() const override { return head_sent_; }
   size_t queued_bytes() const override { return out_.size() + in_flight_; }
+  void close_after_response() override { keep_alive_ = false; }
   void pause_read() override;
   void resume_read() override;
   void note_key(int64_t key_id) override {

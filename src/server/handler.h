@@ -41,6 +41,10 @@ class ResponseSink {
   // Downstream bytes not yet written to the socket. Backpressure comes through
   // RequestHandler::on_write_blocked and on_writable, not from comparing this.
   virtual size_t queued_bytes() const = 0;
+  // No request after this one on the connection: its response says Connection: close. Call
+  // before send_head. For refusals of requests that no client should send (nginx closes
+  // after its own 400s).
+  virtual void close_after_response() = 0;
   virtual void pause_read() = 0;          // stop reading the request body (backpressure)
   virtual void resume_read() = 0;
   // Access-log details the handler knows and the server does not.

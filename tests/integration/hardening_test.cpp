@@ -814,18 +814,13 @@ TEST_CASE("hardening: header names with '_' never reach the upstream") {
 }
 
 TEST_CASE("hardening: a percent-encoded '%' before an escaped dot, slash or backslash is refused") {
-  Rig rig;
   for (const std::string target : {"/v1/svc/%252e%252e/admin", "/v1/svc/a%252fb", "/v1/svc/a%252Fb",
                                    "/v1/svc/%252E%252E/x", "/v1/svc/a%255cb", "/v1/svc/a%255Cb",
-                                   "/v1/svc/x%252e", "/v1/svc/%25%32%65%25%32%65/x"}) {
+                                   "/v1/svc/x%252e", "/v1/svc/%25%32%65%25%32%65/x", "/v1/svc/%2e%2e/x"}) {
     CAPTURE(target);
-    // The request itself is well framed: like the single escapes, refused with the
-    // connection kept (the parser's refusals close it).
-    check_json_error(request(rig.kp.port, "GET", target, {{"Authorization", "Bearer " + rig.token}}), 400);
+    Rig rig;
+    expect_refused(rig, proxied_get("Host: x\r\n" + rig.auth(), target), 400, "bad_request");
   }
-  sleep_ms(100);
-  CHECK(rig.up.request_count() == 0);
-  CHECK(rig.up.connections_accepted() == 0);
 }
 
 TEST_CASE("hardening: an h2c upgrade offer is ignored and the request served over HTTP/1.1") {
