@@ -265,3 +265,36 @@ TEST_CASE("request parser: classifies each header name once, in any case and spl
       for (const auto& h : head.headers) CHECK(h.id == classify_field(h.name));
   }
 }
+
+TEST_CASE("request parser: only a WebSocket offer (or CONNECT) is an upgrade; other offers are plain requests") {
+  struct Case {
+    const char* head;
+    Status status;
+    bool upgrade;
+  };
+  const Case cases[] = {
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", Status::Upgrade, true},
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n", Status::Upgrade, true},
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n",
+       Status::Paused, false},
+      {"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n", Status::Paused, false},
+      {"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", Status::Paused, false},  // no Connection token
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.head);
+    Events ev;
+    RequestParser p({}, &ev);
+    std::string two = std::string(c.head) + "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+    size_t used = 0;
+    CHECK(p.feed(two, &used) == c.status);
+    REQUIRE(ev.heads.size() == 1);
+    CHECK(ev.heads[0].upgrade == c.upgrade);
+    if (c.upgrade) continue;
+    // An ignored offer leaves the connection HTTP/1.1: the next request parses.
+    CHECK(ev.heads[0].keep_alive);
+    p.resume();
+    CHECK(p.feed(std::string_view(two).substr(used), &used) == Status::Paused);
+    REQUIRE(ev.heads.size() == 2);
+    CHECK(ev.heads[1].target == "/next");
+  }
+}
