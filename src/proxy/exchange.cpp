@@ -325,10 +325,12 @@ void ProxyExchange::on_abort() {
 }
 
 void ProxyExchange::on_write_blocked() {
+  client_blocked_ = true;
   if (up_) up_->pause_read();
 }
 
 void ProxyExchange::on_writable() {
+  client_blocked_ = false;
   if (decoding_ != Decoding::Flowing) return resume_decoding();
   if (up_) up_->resume_read();
 }
@@ -455,11 +457,11 @@ void ProxyExchange::decode_body(std::string_view data) {
 // Every piece of decoded text (at most codec::Limits::piece_bytes) goes the way a plain body
 // goes, while the client keeps up. Once its write queue is over the high watermark the rest
 // of the input is kept and the upstream paused: one coded read never becomes megabytes of
-// queue, nor a long burst of work on the loop.
+// queue, nor a long burst of work on the loop. The client connection says when its queue
+// passes the mark (on_write_blocked), in the middle of take_body if need be.
 void ProxyExchange::drain_decoder() {
-  const auto high = static_cast<size_t>(env_.app.cfg.proxy.write_high_watermark);
   while (sink_) {
-    if (sink_->queued_bytes() > high) {
+    if (client_blocked_) {
       decoder_->hold();
       decoding_ = Decoding::Paused;
       if (up_) up_->pause_read();

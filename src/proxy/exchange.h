@@ -140,6 +140,9 @@ class ProxyExchange final : public server::RequestHandler,
   // until on_writable; PausedEnded also holds back the upstream's end until it is drained.
   enum class Decoding : uint8_t { Flowing, Paused, PausedEnded };
   Decoding decoding_ = Decoding::Flowing;
+  // The client connection said its write queue passed the high watermark (on_write_blocked)
+  // and has not said it drained (on_writable): the connection owns that mark, not us.
+  bool client_blocked_ = false;
 };
 
 }  // namespace keypool::proxy

@@ -438,6 +438,9 @@ void Connection::resume_read() {
 bool Connection::turn_over() {
   exchange_seq_++;
   auto done = std::move(handler_);
+  // Watermark news goes to the handler that fills the queue: the next one is told again
+  // (after_append) if it writes while the queue is still over the mark.
+  above_high_ = false;
   if (!keep_alive_ || draining_ || worker_.draining()) {
     worker_.retire(std::move(done));
     state_ = State::Lingering;
