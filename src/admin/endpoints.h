@@ -16,6 +16,7 @@ namespace keypool::admin {
 void tiers_create(Call& c);
 void tiers_list(Call& c);
 void tiers_delete(Call& c);
+void tiers_patch(Call& c);
 
 void keys_create(Call& c);
 void keys_list(Call& c);
@@ -26,6 +27,8 @@ void keys_rotate(Call& c);
 void tokens_create(Call& c);
 void tokens_list(Call& c);
 void tokens_revoke(Call& c);
+void tokens_patch(Call& c);
+void tokens_rotate(Call& c);
 
 void services_create(Call& c);
 void services_list(Call& c);
@@ -36,6 +39,12 @@ void stats_history(Call& c);
 
 // Shared by the endpoints and start-up loading.
 auth::TokenInfo token_info(const store::TokenRow& t);
+// Puts a token row (with its rotated-out hash during a grace period) into the registry.
+void register_token(auth::TokenRegistry& tokens, const store::TokenRow& t);
+inline constexpr int64_t kMaxTokenGraceS = 86'400;
+// A tier's `features` object (feature -> rpm per key) as given to POST/PATCH and the
+// bootstrap file; errors name `field`.
+Result<std::map<std::string, int64_t>> parse_tier_features(const nlohmann::json& f, const std::string& field);
 pool::KeyInfo key_info(const store::KeyRow& row);
 pool::TierPolicy tier_policy(const store::TierRow& row);
 // An audit row stamped now, by the admin (the only caller of admin endpoints).

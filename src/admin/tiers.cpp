@@ -3,6 +3,22 @@
 
 namespace keypool::admin {
 
+Result<std::map<std::string, int64_t>> parse_tier_features(const nlohmann::json& f, const std::string& field) {
+  if (!f.is_object() || f.empty())
+    return make_error(ErrorCode::BadRequest,
+                      "field '" + field + "': must be a non-empty object of feature -> requests per minute");
+  std::map<std::string, int64_t> out;
+  for (auto it = f.begin(); it != f.end(); ++it) {
+    if (!valid_name(it.key()))
+      return make_error(ErrorCode::BadRequest, "field '" + field + "': invalid feature name '" + it.key() + "'");
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 1'000'000)
+      return make_error(ErrorCode::BadRequest,
+                        "field '" + field + "." + it.key() + "': must be an integer from 1 to 1000000");
+    out[it.key()] = it->get<int64_t>();
+  }
+  return out;
+}
+
 void tiers_create(Call& c) {
   auto j = c.json_object();
   if (!j) return;
@@ -11,20 +27,11 @@ void tiers_create(Call& c) {
   if (!name) return c.fail(name.error());
   if (!valid_name(*name))
     return c.fail(make_error(ErrorCode::BadRequest, "field 'name': use 1-64 of A-Z a-z 0-9 _ . -"));
-  auto f = j->find("features");
-  if (f == j->end() || !f->is_object() || f->empty())
-    return c.fail(make_error(ErrorCode::BadRequest,
-                             "field 'features': must be a non-empty object of feature -> requests per minute"));
+  auto features = parse_tier_features(j->value("features", nlohmann::json()), "features");
+  if (!features) return c.fail(features.error());
   store::TierRow row;
   row.name = *name;
-  for (auto it = f->begin(); it != f->end(); ++it) {
-    if (!valid_name(it.key()))
-      return c.fail(make_error(ErrorCode::BadRequest, "field 'features': invalid feature name '" + it.key() + "'"));
-    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 1'000'000)
-      return c.fail(make_error(ErrorCode::BadRequest,
-                               "field 'features." + it.key() + "': must be an integer from 1 to 1000000"));
-    row.features[it.key()] = it->get<int64_t>();
-  }
+  row.features = std::move(*features);
   auto wait = opt_int(*j, "max_wait_ms", 0, 60'000);
   if (!wait) return c.fail(wait.error());
   row.max_wait_ms = wait->value_or(0);
@@ -61,6 +68,34 @@ void tiers_delete(Call& c) {
     app.pool.remove_tier(name);
     (void)s.append_audit({audit});
     return Reply{200, {{"deleted", name}}, {}};
+  });
+}
+
+// Changes a tier's rpm per feature and max_wait_ms. The pool keeps every key's windows
+// (their history counts against the new limits), so the change applies from the next
+// request without handing out a fresh minute of budget.
+void tiers_patch(Call& c) {
+  std::string name = c.route().id;
+  auto j = c.json_object();
+  if (!j) return;
+  if (auto r = only_fields(*j, {"features", "max_wait_ms"}); !r) return c.fail(r.error());
+  store::TierPatch p;
+  if (j->contains("features")) {
+    auto features = parse_tier_features((*j)["features"], "features");
+    if (!features) return c.fail(features.error());
+    p.features = std::move(*features);
+  }
+  auto wait = opt_int(*j, "max_wait_ms", 0, 60'000);
+  if (!wait) return c.fail(wait.error());
+  p.max_wait_ms = *wait;
+  auto audit = audit_row(c, "tier.update", name, *j);
+  auto& app = c.app();
+  c.in_store([name, p, audit, &app](store::Store& s) -> Result<Reply> {
+    auto row = s.update_tier(name, p);
+    if (!row) return row.error();
+    app.pool.upsert_tier(tier_policy(*row));
+    (void)s.append_audit({audit});
+    return Reply{200, {{"name", row->name}, {"features", row->features}, {"max_wait_ms", row->max_wait_ms}}, {}};
   });
 }
 

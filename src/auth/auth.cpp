@@ -160,32 +160,55 @@ void CredentialMemo::forget() {
   info_.reset();
 }
 
-void TokenRegistry::upsert(std::string hash_hex, TokenInfo info) {
+namespace {
+std::optional<Digest> digest_of_hex(std::string_view hash_hex) {
   // Digests from the store may be upper-case; hex_decode takes either.
   auto raw = hex_decode(hash_hex);
+  Digest d;
+  if (!raw || raw->size() != d.size()) return std::nullopt;  // not a SHA-256: nothing can match it
+  std::memcpy(d.data(), raw->data(), d.size());
+  return d;
+}
+}  // namespace
+
+void TokenRegistry::erase_locked(int64_t id) {
+  auto it = hash_by_id_.find(id);
+  if (it == hash_by_id_.end()) return;
+  by_hash_.erase(it->second.current);
+  if (it->second.previous) by_hash_.erase(*it->second.previous);
+  hash_by_id_.erase(it);
+}
+
+void TokenRegistry::upsert(std::string hash_hex, TokenInfo info, std::string_view prev_hash_hex,
+                           int64_t prev_valid_until_ms) {
+  auto d = digest_of_hex(hash_hex);
+  auto prev = prev_valid_until_ms > 0 ? digest_of_hex(prev_hash_hex) : std::nullopt;
   std::unique_lock lock(mu_);
   ++generation_;
   // A re-issued token (same id, new hash) stops the old hash working at once.
-  if (auto old = hash_by_id_.find(info.id); old != hash_by_id_.end()) {
-    by_hash_.erase(old->second);
-    hash_by_id_.erase(old);
+  erase_locked(info.id);
+  if (!d) return;
+  // A digest held by another token id moves to this one.
+  for (const auto& digest : {std::optional<Digest>(d), prev}) {
+    if (!digest) continue;
+    if (auto other = by_hash_.find(*digest); other != by_hash_.end() && other->second->id != info.id)
+      erase_locked(other->second->id);
   }
-  Digest d;
-  if (!raw || raw->size() != d.size()) return;  // not a SHA-256: no presented token can match it
-  std::memcpy(d.data(), raw->data(), d.size());
-  if (auto prev = by_hash_.find(d); prev != by_hash_.end() && prev->second->id != info.id)
-    hash_by_id_.erase(prev->second->id);
-  hash_by_id_[info.id] = d;
-  by_hash_[d] = std::make_shared<const TokenInfo>(std::move(info));
+  Held held{*d, std::nullopt};
+  if (prev && *prev != *d) {
+    TokenInfo old = info;
+    old.valid_until_ms = prev_valid_until_ms;
+    by_hash_[*prev] = std::make_shared<const TokenInfo>(std::move(old));
+    held.previous = *prev;
+  }
+  hash_by_id_[info.id] = held;
+  by_hash_[*d] = std::make_shared<const TokenInfo>(std::move(info));
 }
 
 void TokenRegistry::remove(int64_t id) {
   std::unique_lock lock(mu_);
   ++generation_;
-  auto it = hash_by_id_.find(id);
-  if (it == hash_by_id_.end()) return;
-  by_hash_.erase(it->second);
-  hash_by_id_.erase(it);
+  erase_locked(id);
 }
 
 Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string_view presented, int64_t now_ms,
@@ -217,13 +240,14 @@ Result<std::shared_ptr<const TokenInfo>> TokenRegistry::authenticate(std::string
       memo->info_ = info;
     }
   }
+  if (info->valid_until_ms > 0 && now_ms >= info->valid_until_ms) return unauthorized("invalid token");
   if (info->expires_at_ms > 0 && now_ms >= info->expires_at_ms) return unauthorized("token expired");
   return info;
 }
 
 size_t TokenRegistry::size() const {
   std::shared_lock lock(mu_);
-  return by_hash_.size();
+  return hash_by_id_.size();
 }
 
 }  // namespace keypool::auth

@@ -86,6 +86,10 @@ struct TokenInfo {
   std::vector<std::string> services;  // empty = every service
   int64_t expires_at_ms = 0;          // 0 = never
   int64_t rpm = 0;                    // 0 = no per-token cap
+  bool allow_key_handout = false;     // may take keys out through GET /key
+  // Set on the entry of a rotated-out secret: it authenticates until then (the grace
+  // period), 0 on the current secret's entry.
+  int64_t valid_until_ms = 0;
 };
 
 // The last team token one client connection proved. SDKs send the same token on every
@@ -116,8 +120,11 @@ class CredentialMemo {
 class TokenRegistry {
  public:
   // Adds or replaces the token with info.id; a re-issued token (same id, new hash) replaces
-  // the old hash, which stops working at once. hash_hex is hash_token()'s output (any case).
-  void upsert(std::string hash_hex, TokenInfo info);
+  // the old hash, which stops working at once unless it is given as prev_hash_hex: then it
+  // keeps working until prev_valid_until_ms (a rotation's grace period). hash_hex is
+  // hash_token()'s output (any case).
+  void upsert(std::string hash_hex, TokenInfo info, std::string_view prev_hash_hex = {},
+              int64_t prev_valid_until_ms = 0);
   void remove(int64_t id);
   // Unauthorized "invalid token" for unknown or revoked tokens; Unauthorized "token expired"
   // when expires_at_ms is set and now_ms >= it.
@@ -142,7 +149,13 @@ class TokenRegistry {
     }
   };
   std::unordered_map<Digest, std::shared_ptr<const TokenInfo>, DigestHash> by_hash_;  // guarded by mu_
-  std::unordered_map<int64_t, Digest> hash_by_id_;                                     // guarded by mu_
+  // A token's current digest and, during a rotation's grace period, its previous one.
+  struct Held {
+    Digest current;
+    std::optional<Digest> previous;
+  };
+  std::unordered_map<int64_t, Held> hash_by_id_;  // guarded by mu_
+  void erase_locked(int64_t id);
 };
 
 }  // namespace keypool::auth

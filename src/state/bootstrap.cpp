@@ -23,7 +23,7 @@ Result<void> load_state(App& app, store::Store& s) {
   auto tokens = s.list_tokens();
   if (!tokens) return tokens.error();
   for (const auto& t : *tokens)
-    if (!t.revoked_at) app.tokens.upsert(t.hash_hex, admin::token_info(t));
+    if (!t.revoked_at) admin::register_token(app.tokens, t);
 
   auto services = s.list_services();
   if (!services) return services.error();

@@ -98,6 +98,23 @@ CREATE TABLE token_usage (
   last_error    TEXT NOT NULL DEFAULT ''
 );
 )sql"},
+    // 3 is key suspension (another change); this one does not depend on it.
+    {4, "scoped tokens, token rotation, bootstrap-managed objects", R"sql(
+-- Tokens created before this version could take keys out through GET /key: they keep
+-- that. New tokens are proxy-only unless created with allow_key_handout (the admin API
+-- writes the column explicitly).
+ALTER TABLE tokens ADD COLUMN allow_key_handout INTEGER NOT NULL DEFAULT 1;
+-- A rotated token's previous hash stays valid until prev_valid_until (the grace period).
+ALTER TABLE tokens ADD COLUMN prev_hash_hex TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN prev_valid_until INTEGER NOT NULL DEFAULT 0;
+-- Who manages the row: 'admin' (the admin API) or 'bootstrap' (the bootstrap file). Only
+-- bootstrap rows are ever pruned.
+ALTER TABLE tokens ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE keys ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE tiers ADD COLUMN source TEXT NOT NULL DEFAULT 'admin';
+-- GET /key hand-outs are counted in one row per (caller, key, minute), found again here.
+CREATE INDEX audit_handout ON audit(action, actor, target, at);
+)sql"},
 };
 
 Error fail(sqlite3* db, const std::string& path, int version) {

@@ -65,23 +65,28 @@ class Stmt {
 };
 
 // BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads then writes
-// cannot fail half-way with SQLITE_BUSY. Rolls back unless commit() succeeded.
+// cannot fail half-way with SQLITE_BUSY. Rolls back unless commit() succeeded. Inside an
+// open transaction (Store::transaction, which applies a whole bootstrap file at once) it
+// becomes a savepoint, so the store's own multi-statement writes nest in the outer one.
 class Tx {
  public:
   explicit Tx(sqlite3* db) : db_(db) {}
   ~Tx() {
-    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!open_) return;
+    if (nested_) sqlite3_exec(db_, "ROLLBACK TO kp_tx; RELEASE kp_tx", nullptr, nullptr, nullptr);
+    else sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
   Tx(const Tx&) = delete;
   Tx& operator=(const Tx&) = delete;
 
   int begin() {
-    int rc = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    nested_ = sqlite3_get_autocommit(db_) == 0;
+    int rc = sqlite3_exec(db_, nested_ ? "SAVEPOINT kp_tx" : "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     open_ = rc == SQLITE_OK;
     return rc;
   }
   int commit() {
-    int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+    int rc = sqlite3_exec(db_, nested_ ? "RELEASE kp_tx" : "COMMIT", nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) open_ = false;
     return rc;
   }
@@ -89,6 +94,7 @@ class Tx {
  private:
   sqlite3* db_;
   bool open_ = false;
+  bool nested_ = false;
 };
 
 }  // namespace keypool::store

@@ -16,9 +16,10 @@ using nlohmann::json;
 // Column lists shared by several queries; literals so they concatenate at compile time.
 #define KP_KEY_COLS                                                                        \
   "id, name, tier, service, hint, enabled, disabled_reason, disabled_at, expires_at, "    \
-  "max_concurrent, balance_total, balance_unit, created_at, updated_at"
-#define KP_TOKEN_COLS \
-  "id, name, tier, services_json, expires_at, rpm, hash_hex, prefix, created_at, revoked_at"
+  "max_concurrent, balance_total, balance_unit, created_at, updated_at, source"
+#define KP_TOKEN_COLS                                                                     \
+  "id, name, tier, services_json, expires_at, rpm, hash_hex, prefix, created_at, revoked_at, " \
+  "allow_key_handout, prev_hash_hex, prev_valid_until, source"
 #define KP_USAGE_COLS \
   "requests, errors, input_tokens, output_tokens, cost, last_used_at, last_error"
 
@@ -39,6 +40,12 @@ std::string plural(int64_t n, const char* noun) {
 // Admin input may hold invalid UTF-8; replacing it beats an exception from dump().
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+std::string features_json(const std::map<std::string, int64_t>& features) {
+  json j = json::object();
+  for (const auto& [feature, rpm] : features) j[feature] = rpm;
+  return dump(j);
+}
+
 KeyRow read_key(const Stmt& st) {
   KeyRow k;
   k.id = st.i64(0);
@@ -55,6 +62,7 @@ KeyRow read_key(const Stmt& st) {
   k.balance_unit = st.text(11);
   k.created_at = st.i64(12);
   k.updated_at = st.i64(13);
+  k.source = st.text(14);
   return k;
 }
 
@@ -69,6 +77,7 @@ Result<TierRow> read_tier(const Stmt& st) {
   }
   t.max_wait_ms = st.i64(2);
   t.created_at = st.i64(3);
+  t.source = st.text(4);
   return t;
 }
 
@@ -89,6 +98,10 @@ Result<TokenRow> read_token(const Stmt& st) {
   t.prefix = st.text(7);
   t.created_at = st.i64(8);
   t.revoked_at = st.i64(9);
+  t.allow_key_handout = st.i64(10) != 0;
+  t.prev_hash_hex = st.text(11);
+  t.prev_valid_until = st.i64(12);
+  t.source = st.text(13);
   return t;
 }
 
@@ -253,15 +266,14 @@ Result<KeyRow> Store::write_key_fields(const KeyRow& row) {
 // --- tiers ---
 
 Result<TierRow> Store::create_tier(const TierRow& tier, int64_t now) {
-  json features = json::object();
-  for (const auto& [feature, rpm] : tier.features) features[feature] = rpm;
   Stmt st(db_,
-          "INSERT INTO tiers(name, features_json, max_wait_ms, created_at) "
-          "VALUES (?1, ?2, ?3, ?4)");
+          "INSERT INTO tiers(name, features_json, max_wait_ms, created_at, source) "
+          "VALUES (?1, ?2, ?3, ?4, ?5)");
   st.bind_text(1, tier.name);
-  st.bind_text(2, dump(features));
+  st.bind_text(2, features_json(tier.features));
   st.bind_int(3, tier.max_wait_ms);
   st.bind_int(4, now);
+  st.bind_text(5, tier.source);
   int rc = st.step();
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) return conflict(tier_label(tier.name) + " already exists");
   if (rc != SQLITE_DONE) return db_error("cannot create tier");
@@ -271,7 +283,7 @@ Result<TierRow> Store::create_tier(const TierRow& tier, int64_t now) {
 }
 
 Result<std::vector<TierRow>> Store::list_tiers() {
-  Stmt st(db_, "SELECT name, features_json, max_wait_ms, created_at FROM tiers ORDER BY name");
+  Stmt st(db_, "SELECT name, features_json, max_wait_ms, created_at, source FROM tiers ORDER BY name");
   std::vector<TierRow> out;
   int rc;
   while ((rc = st.step()) == SQLITE_ROW) {
@@ -300,6 +312,30 @@ Result<void> Store::delete_tier(const std::string& name) {
   return Ok{};
 }
 
+Result<TierRow> Store::update_tier(const std::string& name, const TierPatch& patch) {
+  Tx tx(db_);
+  if (tx.begin() != SQLITE_OK) return db_error("cannot update tier");
+  std::optional<TierRow> row;
+  {
+    Stmt st(db_, "SELECT name, features_json, max_wait_ms, created_at, source FROM tiers WHERE name = ?1");
+    st.bind_text(1, name);
+    int rc = st.step();
+    if (rc == SQLITE_DONE) return not_found(tier_label(name));
+    if (rc != SQLITE_ROW) return db_error("cannot read tier");
+    auto t = read_tier(st);
+    if (!t) return t.error();
+    row = std::move(*t);
+  }
+  if (patch.features) row->features = *patch.features;
+  if (patch.max_wait_ms) row->max_wait_ms = *patch.max_wait_ms;
+  Stmt up(db_, "UPDATE tiers SET features_json = ?2, max_wait_ms = ?3 WHERE name = ?1");
+  up.bind_text(1, name);
+  up.bind_text(2, features_json(row->features));
+  up.bind_int(3, row->max_wait_ms);
+  if (up.step() != SQLITE_DONE || tx.commit() != SQLITE_OK) return db_error("cannot update tier");
+  return std::move(*row);
+}
+
 // --- keys ---
 
 Result<KeyRow> Store::create_key(const NewKey& k, int64_t now) {
@@ -313,8 +349,8 @@ Result<KeyRow> Store::create_key(const NewKey& k, int64_t now) {
   if (tx.begin() != SQLITE_OK) return db_error("cannot create key");
   Stmt ins(db_,
            "INSERT INTO keys(name, tier, service, hint, value_blob, fingerprint, expires_at, "
-           "max_concurrent, balance_total, balance_unit, created_at, updated_at) "
-           "VALUES (?1, ?2, ?3, '', X'', ?4, ?5, ?6, ?7, ?8, ?9, ?9)");
+           "max_concurrent, balance_total, balance_unit, created_at, updated_at, source) "
+           "VALUES (?1, ?2, ?3, '', X'', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)");
   ins.bind_text(1, k.name);
   ins.bind_text(2, k.tier);
   ins.bind_text(3, k.service);
@@ -325,6 +361,7 @@ Result<KeyRow> Store::create_key(const NewKey& k, int64_t now) {
   else ins.bind_null(7);
   ins.bind_text(8, k.balance_unit);
   ins.bind_int(9, now);
+  ins.bind_text(10, k.source);
   int rc = ins.step();
   if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict("a key with this value already exists");
   if (rc != SQLITE_DONE) return db_error("cannot create key");
@@ -359,7 +396,7 @@ Result<std::vector<KeyWithValue>> Store::load_keys() {
   int rc;
   while ((rc = st.step()) == SQLITE_ROW) {
     KeyRow row = read_key(st);
-    auto value = crypto::open(key_, st.blob(14), std::to_string(row.id));
+    auto value = crypto::open(key_, st.blob(15), std::to_string(row.id));
     if (!value)
       return corrupt(key_label(row.id) +
                      ": cannot decrypt: wrong ENCRYPTION_KEY or tampered row");
@@ -403,6 +440,17 @@ Result<void> Store::delete_key(int64_t id) {
   return Ok{};
 }
 
+Result<bool> Store::key_value_is(int64_t id, const Secret& value) {
+  Stmt st(db_, "SELECT fingerprint FROM keys WHERE id = ?1");
+  st.bind_int(1, id);
+  int rc = st.step();
+  if (rc == SQLITE_DONE) return not_found(key_label(id));
+  if (rc != SQLITE_ROW) return db_error("cannot read key");
+  std::string want = crypto::fingerprint(key_, value.view());
+  std::string have = st.text(0);
+  return have.size() == want.size() && equal_bytes(have.data(), want.data(), want.size());
+}
+
 // --- tokens ---
 
 Result<TokenRow> Store::create_token(const TokenRow& t, int64_t now) {
@@ -411,7 +459,7 @@ Result<TokenRow> Store::create_token(const TokenRow& t, int64_t now) {
   if (!*exists) return not_found(tier_label(t.tier));
   Stmt st(db_,
           "INSERT INTO tokens(name, tier, services_json, expires_at, rpm, hash_hex, prefix, "
-          "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+          "created_at, allow_key_handout, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
   st.bind_text(1, t.name);
   st.bind_text(2, t.tier);
   st.bind_text(3, dump(json(t.services)));
@@ -420,6 +468,8 @@ Result<TokenRow> Store::create_token(const TokenRow& t, int64_t now) {
   st.bind_text(6, t.hash_hex);
   st.bind_text(7, t.prefix);
   st.bind_int(8, now);
+  st.bind_int(9, t.allow_key_handout ? 1 : 0);
+  st.bind_text(10, t.source);
   int rc = st.step();
   if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict("a token with this hash already exists");
   if (rc != SQLITE_DONE) return db_error("cannot create token");
@@ -450,6 +500,64 @@ Result<void> Store::revoke_token(int64_t id, int64_t now) {
   if (st.step() != SQLITE_DONE) return db_error("cannot revoke token");
   if (sqlite3_changes(db_) == 0) return not_found("active token " + std::to_string(id));
   return Ok{};
+}
+
+Result<TokenRow> Store::get_token(int64_t id) {
+  Stmt st(db_, "SELECT " KP_TOKEN_COLS " FROM tokens WHERE id = ?1");
+  st.bind_int(1, id);
+  int rc = st.step();
+  if (rc == SQLITE_DONE) return not_found("token " + std::to_string(id));
+  if (rc != SQLITE_ROW) return db_error("cannot read token");
+  return read_token(st);
+}
+
+Result<TokenRow> Store::update_token(int64_t id, const TokenPatch& p) {
+  Tx tx(db_);
+  if (tx.begin() != SQLITE_OK) return db_error("cannot update token");
+  auto row = get_token(id);
+  if (!row) return row.error();
+  if (row->revoked_at) return not_found("active token " + std::to_string(id));
+  if (p.name) row->name = *p.name;
+  if (p.services) row->services = *p.services;
+  if (p.rpm) row->rpm = *p.rpm;
+  if (p.expires_at) row->expires_at = *p.expires_at;
+  if (p.allow_key_handout) row->allow_key_handout = *p.allow_key_handout;
+  Stmt st(db_,
+          "UPDATE tokens SET name = ?2, services_json = ?3, rpm = ?4, expires_at = ?5, "
+          "allow_key_handout = ?6 WHERE id = ?1");
+  st.bind_int(1, id);
+  st.bind_text(2, row->name);
+  st.bind_text(3, dump(json(row->services)));
+  st.bind_int(4, row->rpm);
+  st.bind_int(5, row->expires_at);
+  st.bind_int(6, row->allow_key_handout ? 1 : 0);
+  if (st.step() != SQLITE_DONE || tx.commit() != SQLITE_OK) return db_error("cannot update token");
+  return row;
+}
+
+Result<TokenRow> Store::rotate_token(int64_t id, const std::string& new_hash_hex, const std::string& new_prefix,
+                                     int64_t prev_valid_until) {
+  Tx tx(db_);
+  if (tx.begin() != SQLITE_OK) return db_error("cannot rotate token");
+  auto row = get_token(id);
+  if (!row) return row.error();
+  if (row->revoked_at) return not_found("active token " + std::to_string(id));
+  row->prev_hash_hex = prev_valid_until > 0 ? row->hash_hex : "";
+  row->prev_valid_until = prev_valid_until > 0 ? prev_valid_until : 0;
+  row->hash_hex = new_hash_hex;
+  row->prefix = new_prefix;
+  Stmt st(db_,
+          "UPDATE tokens SET hash_hex = ?2, prefix = ?3, prev_hash_hex = ?4, prev_valid_until = ?5 "
+          "WHERE id = ?1");
+  st.bind_int(1, id);
+  st.bind_text(2, row->hash_hex);
+  st.bind_text(3, row->prefix);
+  st.bind_text(4, row->prev_hash_hex);
+  st.bind_int(5, row->prev_valid_until);
+  int rc = st.step();
+  if (rc == SQLITE_CONSTRAINT_UNIQUE) return conflict("a token with this hash already exists");
+  if (rc != SQLITE_DONE || tx.commit() != SQLITE_OK) return db_error("cannot rotate token");
+  return row;
 }
 
 // --- services ---
@@ -519,6 +627,63 @@ Result<std::vector<AuditRow>> Store::query_audit(int64_t limit, const std::strin
   return out;
 }
 
+Result<void> Store::add_handouts(const std::vector<HandoutCount>& counts) {
+  Tx tx(db_);
+  if (tx.begin() != SQLITE_OK) return db_error("cannot count hand-outs");
+  Stmt find(db_,
+            "SELECT id, details_json FROM audit WHERE action = 'key.handout' AND actor = ?1 "
+            "AND target = ?2 AND at = ?3 LIMIT 1");
+  Stmt update(db_, "UPDATE audit SET details_json = ?2 WHERE id = ?1");
+  Stmt insert(db_,
+              "INSERT INTO audit(at, actor, action, target, details_json) "
+              "VALUES (?1, ?2, 'key.handout', ?3, ?4)");
+  for (const HandoutCount& h : counts) {
+    find.reset();
+    find.bind_text(1, h.actor);
+    find.bind_text(2, std::to_string(h.key_id));
+    find.bind_int(3, h.minute_at);
+    int rc = find.step();
+    json d = json::object();
+    int64_t row_id = 0;
+    if (rc == SQLITE_ROW) {
+      row_id = find.i64(0);
+      d = json::parse(find.text(1), nullptr, false);
+      if (!d.is_object()) d = json::object();
+    } else if (rc != SQLITE_DONE) {
+      return db_error("cannot count hand-outs");
+    }
+    d["tier"] = h.tier;
+    d["count"] = d.value("count", int64_t{0}) + h.count;
+    d["last_at"] = std::max(d.value("last_at", int64_t{0}), h.last_at);
+    if (!d["features"].is_object()) d["features"] = json::object();
+    for (const auto& [feature, n] : h.features) d["features"][feature] = d["features"].value(feature, int64_t{0}) + n;
+    Stmt& st = row_id ? update : insert;
+    st.reset();
+    if (row_id) {
+      st.bind_int(1, row_id);
+      st.bind_text(2, dump(d));
+    } else {
+      st.bind_int(1, h.minute_at);
+      st.bind_text(2, h.actor);
+      st.bind_text(3, std::to_string(h.key_id));
+      st.bind_text(4, dump(d));
+    }
+    if (st.step() != SQLITE_DONE) return db_error("cannot count hand-outs");
+  }
+  if (tx.commit() != SQLITE_OK) return db_error("cannot count hand-outs");
+  return Ok{};
+}
+
+Result<int64_t> Store::prune_audit(int64_t before_ms, int64_t max_rows) {
+  // Oldest first, a bounded batch per call: one long delete would hold the write lock.
+  Stmt st(db_,
+          "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)");
+  st.bind_int(1, before_ms);
+  st.bind_int(2, max_rows);
+  if (st.step() != SQLITE_DONE) return db_error("cannot prune audit");
+  return static_cast<int64_t>(sqlite3_changes(db_));
+}
+
 // --- usage ---
 
 Result<void> Store::add_usage(const std::vector<UsageDelta>& deltas) {
@@ -581,6 +746,14 @@ Result<int64_t> Store::reencrypt_all(const crypto::MasterKey& from, const crypto
   if (tx.commit() != SQLITE_OK) return db_error("cannot re-encrypt");
   key_ = to.clone();
   return static_cast<int64_t>(blobs.size());
+}
+
+Result<void> Store::transaction(const std::function<Result<void>()>& fn) {
+  Tx tx(db_);
+  if (tx.begin() != SQLITE_OK) return db_error("cannot begin transaction");
+  if (auto r = fn(); !r) return r;  // Tx rolls back
+  if (tx.commit() != SQLITE_OK) return db_error("cannot commit");
+  return Ok{};
 }
 
 #undef KP_KEY_COLS

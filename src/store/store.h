@@ -8,6 +8,7 @@
 // the pools keep the decrypted keys in memory, loaded once through load_keys().
 // Times are int64 milliseconds since the Unix epoch; 0 means "never" / "none".
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,11 +24,23 @@ struct sqlite3;
 
 namespace keypool::store {
 
+// Who manages a tier, key or token row: the admin API, or the bootstrap file (only those
+// are ever pruned by it).
+inline constexpr const char* kSourceAdmin = "admin";
+inline constexpr const char* kSourceBootstrap = "bootstrap";
+
 struct TierRow {
   std::string name;
   std::map<std::string, int64_t> features;  // feature -> rpm per key
   int64_t max_wait_ms = 0;
   int64_t created_at = 0;
+  std::string source = kSourceAdmin;
+};
+
+// Fields left empty are not changed.
+struct TierPatch {
+  std::optional<std::map<std::string, int64_t>> features;
+  std::optional<int64_t> max_wait_ms;
 };
 
 struct KeyRow {
@@ -41,6 +54,7 @@ struct KeyRow {
   std::optional<double> balance_total;
   std::string balance_unit;
   int64_t created_at = 0, updated_at = 0;
+  std::string source = kSourceAdmin;
 };
 
 struct KeyWithValue {
@@ -55,6 +69,7 @@ struct NewKey {
   int64_t max_concurrent = 0;
   std::optional<double> balance_total;
   std::string balance_unit;
+  std::string source = kSourceAdmin;
 };
 
 // Fields left empty are not changed. enabled=false stamps disabled_at; enabled=true clears
@@ -77,6 +92,30 @@ struct TokenRow {
   std::string prefix;    // first 8 chars, for display
   int64_t created_at = 0;
   int64_t revoked_at = 0;
+  bool allow_key_handout = false;  // GET /key allowed (else proxy-only)
+  // After a rotation with a grace period: the previous hash, valid until prev_valid_until.
+  std::string prev_hash_hex;
+  int64_t prev_valid_until = 0;
+  std::string source = kSourceAdmin;
+};
+
+// Fields left empty are not changed.
+struct TokenPatch {
+  std::optional<std::string> name;
+  std::optional<std::vector<std::string>> services;
+  std::optional<int64_t> rpm;
+  std::optional<int64_t> expires_at;
+  std::optional<bool> allow_key_handout;
+};
+
+// GET /key hand-outs of one caller and key within one minute, counted (Recorder).
+struct HandoutCount {
+  std::string actor;   // admin | token:<id>
+  int64_t key_id = 0;
+  int64_t minute_at = 0;  // the minute's start: the audit row's `at`
+  std::string tier;
+  std::map<std::string, int64_t> features;  // feature -> hand-outs
+  int64_t count = 0, last_at = 0;
 };
 
 struct AuditRow {
@@ -121,6 +160,8 @@ class Store {
   Result<TierRow> create_tier(const TierRow& tier, int64_t now);
   Result<std::vector<TierRow>> list_tiers();
   Result<void> delete_tier(const std::string& name);
+  // NotFound if absent. Windows live in memory and are not touched here.
+  Result<TierRow> update_tier(const std::string& name, const TierPatch& patch);
 
   // Keys. Unknown tier -> NotFound; a value already stored -> Conflict (never echoed).
   Result<KeyRow> create_key(const NewKey& key, int64_t now);
@@ -131,11 +172,19 @@ class Store {
   Result<KeyRow> update_key(int64_t id, const KeyPatch& patch, int64_t now);
   Result<KeyRow> rotate_key(int64_t id, const Secret& new_value, int64_t now);
   Result<void> delete_key(int64_t id);
+  // Whether the key's stored value is `value` (compared by keyed fingerprint).
+  Result<bool> key_value_is(int64_t id, const Secret& value);
 
   // Team tokens. create: the tier must exist (NotFound); the hash must be new (Conflict).
   Result<TokenRow> create_token(const TokenRow& token, int64_t now);
   Result<std::vector<TokenRow>> list_tokens();  // revoked ones included
   Result<void> revoke_token(int64_t id, int64_t now);  // NotFound if absent or revoked
+  Result<TokenRow> get_token(int64_t id);
+  // update/rotate: NotFound if absent or revoked. rotate: the new hash must be new
+  // (Conflict); prev_valid_until > 0 keeps the old hash valid until then, 0 drops it.
+  Result<TokenRow> update_token(int64_t id, const TokenPatch& patch);
+  Result<TokenRow> rotate_token(int64_t id, const std::string& new_hash_hex, const std::string& new_prefix,
+                                int64_t prev_valid_until);
 
   // Services defined through the admin API, kept as JSON text by name.
   Result<void> upsert_service(const std::string& name, const std::string& json);
@@ -147,6 +196,11 @@ class Store {
   Result<void> append_audit(const std::vector<AuditRow>& rows);
   Result<std::vector<AuditRow>> query_audit(int64_t limit, const std::string& action,
                                             int64_t since);
+  // Adds hand-out counts to the (caller, key, minute) row, creating it if needed: one row
+  // per minute however many flushes the minute spans.
+  Result<void> add_handouts(const std::vector<HandoutCount>& counts);
+  // Deletes up to max_rows of the oldest rows older than before_ms; returns how many.
+  Result<int64_t> prune_audit(int64_t before_ms, int64_t max_rows);
 
   // Adds a batch of deltas (one transaction) to the per-key and per-token totals. Deltas
   // for keys or tokens deleted meanwhile are dropped.
@@ -158,6 +212,10 @@ class Store {
   // transaction: a crash half-way leaves everything readable with `from`. On success the
   // store seals with `to` from then on. Returns the number of keys re-encrypted.
   Result<int64_t> reencrypt_all(const crypto::MasterKey& from, const crypto::MasterKey& to);
+
+  // Runs fn inside one transaction: committed if it succeeds, rolled back whole if it fails
+  // (the store's own writes nest in it as savepoints). For the bootstrap file.
+  Result<void> transaction(const std::function<Result<void>()>& fn);
 
  private:
   Store(sqlite3* db, std::string path, crypto::MasterKey key);
