@@ -94,7 +94,7 @@ struct Control {
   std::vector<std::unique_ptr<server::Worker>>& workers;
   uv_loop_t loop;
   uv_signal_t sigterm, sigint, sighup;
-  uv_timer_t flush_timer;
+  uv_timer_t flush_timer, prune_timer;
   bool stopping = false;
 
   void run() {
@@ -110,6 +110,13 @@ struct Control {
     flush_timer.data = this;
     uv_timer_start(&flush_timer, [](uv_timer_t* t) { static_cast<Control*>(t->data)->app.recorder.flush(); },
                    1000, 1000);
+    // Audit retention: soon after start, then hourly. The deleting runs on the store thread.
+    uv_timer_init(&loop, &prune_timer);
+    prune_timer.data = this;
+    uv_timer_start(&prune_timer, [](uv_timer_t* t) {
+          auto& app = static_cast<Control*>(t->data)->app;
+          app.recorder.prune_audit(app.clock.now_ms(), app.cfg.audit_retention_days);
+        }, 1000, 3'600'000);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
@@ -123,6 +130,7 @@ struct Control {
     for (auto* h : {&self->sigterm, &self->sigint, &self->sighup})
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&self->flush_timer), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&self->prune_timer), nullptr);
   }
 
   static void on_hup(uv_signal_t* s, int) {

@@ -1,5 +1,6 @@
 #include "admin/endpoints.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 
@@ -124,37 +125,107 @@ void lease_for_get_key(std::shared_ptr<Call> c, pool::Query q, int64_t token_id,
   c->reply_json(200, key_json(*lease));
 }
 
-// GET /key?feature=X: a decrypted key for callers that do not proxy. Admin token: any tier
-// covering X; team token: its own tier only.
-void get_key(Call& c) {
+bool may_use(const auth::TokenInfo* tok, const std::string& service) {
+  return !tok || tok->services.empty() ||
+         std::find(tok->services.begin(), tok->services.end(), service) != tok->services.end();
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// Which keys a GET /key may hand out: ?service=S names the service (its feature is the
+// budget); ?feature=F names the one service whose feature is F, among those the caller may
+// use. A key tagged with a service serves only that service; a key tagged with none serves
+// any feature of its tier (so a feature that belongs to no service is served only by them).
+Result<pool::Query> key_scope(Call& c, const auth::TokenInfo* tok) {
   auto feature = c.query("feature");
+  auto service = c.query("service");
+  auto services = c.app().services.snapshot();
+  pool::Query q;
+  if (service) {
+    auto it = services->find(*service);
+    if (service->empty() || it == services->end())
+      return make_error(ErrorCode::NotFound, "no service named '" + *service + "'");
+    if (!may_use(tok, *service)) return make_error(ErrorCode::Forbidden, "this token may not use service '" + *service + "'");
+    if (feature && *feature != it->second.feature)
+      return make_error(ErrorCode::BadRequest, "service '" + *service + "' is budgeted as feature '" +
+                                                   it->second.feature + "', not '" + *feature + "'");
+    q.feature = it->second.feature;
+    q.service = *service;
+    q.or_untagged = true;
+    return q;
+  }
   if (!feature || feature->empty())
-    return c.fail(make_error(ErrorCode::BadRequest, "query parameter 'feature' is required"));
+    return make_error(ErrorCode::BadRequest, "query parameter 'service' or 'feature' is required");
+  q.feature = *feature;
+  std::vector<std::string> declaring, allowed;
+  for (const auto& [name, def] : *services) {
+    if (def.feature != *feature) continue;
+    declaring.push_back(name);
+    if (may_use(tok, name)) allowed.push_back(name);
+  }
+  if (allowed.size() > 1)
+    return make_error(ErrorCode::BadRequest, "feature '" + *feature + "' is ambiguous: services " + joined(allowed) +
+                                                 " all use it; name one with ?service=");
+  if (allowed.size() == 1) {
+    q.service = allowed.front();
+    q.or_untagged = true;
+    return q;
+  }
+  if (!declaring.empty())
+    return make_error(ErrorCode::Forbidden, "this token may not use the service of feature '" + *feature + "' (" +
+                                                joined(declaring) + ")");
+  if (tok && !tok->services.empty())
+    return make_error(ErrorCode::Forbidden, "feature '" + *feature +
+                                                "' belongs to no service, and this token is limited to services " +
+                                                joined(tok->services));
+  q.service = "";  // keys tagged with no service only
+  return q;
+}
+
+// GET /key?service=S or ?feature=F: a decrypted key for callers that do not proxy. Admin
+// token: any tier covering the feature; team token: its own tier, its services, and only
+// when the token has allow_key_handout.
+void get_key(Call& c) {
   auto& app = c.app();
   auto cred = auth::extract_credential(c.head().headers, c.route().query);
   if (!cred) return c.fail(make_error(ErrorCode::Unauthorized, "missing credentials"));
-  pool::Query q;
-  q.feature = *feature;
+  // A credential in the URL lands in shell histories and access logs; this endpoint hands
+  // out keys, so it takes one from a header only.
+  if (cred->source() == auth::CredentialSource::QueryApiKey)
+    return c.fail(make_error(ErrorCode::Unauthorized,
+                             "GET /key does not accept a token in the URL; send it in the Authorization header"));
   int64_t token_id = 0;
   int64_t max_wait = 0;
+  std::shared_ptr<const auth::TokenInfo> tok;
   // The hand-out is audited by token id (0: admin) in lease_for_get_key.
   if (!app.admin.matches(cred->value())) {
     auto found = app.tokens.authenticate(cred->value(), app.clock.now_ms());
     if (!found) return c.fail(found.error());
-    const auth::TokenInfo& tok = *found.value();
-    q.tier = tok.tier;
-    token_id = tok.id;
-    max_wait = app.pool.tier_max_wait_ms(tok.tier).value_or(0);
-    if (int64_t wait = app.token_limits.acquire(token_id, tok.rpm, app.clock.now_ms()); wait > 0) {
+    tok = std::move(found.value());
+    if (!tok->allow_key_handout)
+      return c.fail(make_error(ErrorCode::Forbidden,
+                               "this token is proxy-only: it may not take keys out (allow_key_handout is false)"));
+  }
+  auto q = key_scope(c, tok.get());
+  if (!q) return c.fail(q.error());
+  if (tok) {
+    q->tier = tok->tier;
+    token_id = tok->id;
+    max_wait = app.pool.tier_max_wait_ms(tok->tier).value_or(0);
+    if (int64_t wait = app.token_limits.acquire(token_id, tok->rpm, app.clock.now_ms()); wait > 0) {
       app.metrics.rate_limited("token");
       Error e = make_error(ErrorCode::RateLimited, "this token's rpm limit is spent");
       e.retry_after_s = (wait + 999) / 1000;
       return c.fail(e);
     }
   }
-  if (!app.pool.feature_known(q.feature))
-    return c.fail(make_error(ErrorCode::NotFound, "unknown feature '" + q.feature + "'"));
-  lease_for_get_key(c.shared_from_this(), q, token_id, app.clock.now_ms() + max_wait);
+  if (!app.pool.feature_known(q->feature))
+    return c.fail(make_error(ErrorCode::NotFound, "unknown feature '" + q->feature + "'"));
+  lease_for_get_key(c.shared_from_this(), std::move(*q), token_id, app.clock.now_ms() + max_wait);
 }
 
 void metrics(Call& c) {

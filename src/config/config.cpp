@@ -178,8 +178,13 @@ const Field kFields[] = {
     {"proxy.extra_ca_file", "UPSTREAM_CA_FILE",
      [](Config& c, Text t) { return set_path(t, true, &c.proxy.extra_ca_file); }},
     {"store.db_path", "DB_PATH", [](Config& c, Text t) { return set_path(t, false, &c.db_path); }},
+    // 0 keeps the audit log for ever.
+    {"audit.retention_days", "",
+     [](Config& c, Text t) { return set_int(t, 0, 36500, &c.audit_retention_days); }},
     {"services_dir", "SERVICES_DIR",
      [](Config& c, Text t) { return set_path(t, false, &c.services_dir); }},
+    {"bootstrap_file", "BOOTSTRAP_FILE",
+     [](Config& c, Text t) { return set_path(t, true, &c.bootstrap_file); }},
     {"metrics.listen", "METRICS_LISTEN",
      [](Config& c, Text t) { return set_listen(t, &c.metrics_listen); }},
     {"log.level", "LOG_LEVEL", [](Config& c, Text t) { return set_level(t, &c.log_level); }},

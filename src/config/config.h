@@ -54,6 +54,8 @@ struct Config {
   int workers = 1;
   std::string db_path = "./data/pool.db";
   std::string services_dir = "./services.d";
+  std::string bootstrap_file;  // "" = none; tiers, keys and tokens applied at start and SIGHUP
+  int64_t audit_retention_days = 90;  // audit rows older than this are pruned; 0 = kept for ever
   std::string metrics_listen;  // "" = /metrics on the main port behind the admin token
   log::Level log_level = log::Level::Info;
   log::Format log_format = log::Format::Json;

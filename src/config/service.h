@@ -33,6 +33,9 @@ struct ServiceDef {
   http::Headers headers;     // fixed extra upstream headers
   int64_t rate_limit_rpm = 0;  // per-key budget when the tier does not list the feature; 0 = none
   std::string feature;       // defaults to name
+  // Whether a team token may arrive as ?api_key= (URLs end up in shell histories and
+  // access logs, so only services whose clients cannot send a header opt in).
+  bool accept_query_token = false;
   std::string source;        // file path, or "admin" for services added through the API
 };
 

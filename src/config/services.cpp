@@ -31,12 +31,13 @@ constexpr int64_t kMaxRateLimitRpm = 1'000'000;
 
 const std::vector<std::string_view> kServiceFields = {"name",           "display_name", "base_url",
                                                       "auth_scheme",    "auth_param",   "headers",
-                                                      "rate_limit_rpm", "feature"};
+                                                      "rate_limit_rpm", "feature",    "accept_query_token"};
 
 // Fields as the front ends found them, types checked, nothing else.
 struct RawService {
   std::optional<std::string> name, display_name, base_url, auth_scheme, auth_param, feature;
   std::optional<int64_t> rate_limit_rpm;
+  bool accept_query_token = false;
   http::Headers headers;
 };
 
@@ -186,6 +187,7 @@ Result<ServiceDef> build_service(RawService raw, const std::string& source) {
     }
     s.rate_limit_rpm = *raw.rate_limit_rpm;
   }
+  s.accept_query_token = raw.accept_query_token;
   s.feature = raw.feature ? *raw.feature : s.name;
   if (!is_slug(s.feature)) {
     return field_error(source, "feature",
@@ -244,6 +246,12 @@ Result<void> yaml_field(const std::string& key, const YAML::Node& value, const s
     raw->rate_limit_rpm = *n;
     return Ok{};
   }
+  if (key == "accept_query_token") {
+    if (!value.IsScalar() || (value.Scalar() != "true" && value.Scalar() != "false"))
+      return field_error(source, key, "must be true or false");
+    raw->accept_query_token = value.Scalar() == "true";
+    return Ok{};
+  }
   std::string* slot = string_slot(*raw, key);
   if (!slot) return unknown_field(source, key);
   if (!value.IsScalar()) return field_error(source, key, "must be a string");
@@ -277,6 +285,11 @@ Result<void> json_field(const std::string& key, const nlohmann::json& value,
         value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(kMaxRateLimitRpm)
             ? kMaxRateLimitRpm + 1
             : value.get<int64_t>();
+    return Ok{};
+  }
+  if (key == "accept_query_token") {
+    if (!value.is_boolean()) return field_error(source, key, "must be true or false");
+    raw->accept_query_token = value.get<bool>();
     return Ok{};
   }
   std::string* slot = string_slot(*raw, key);
@@ -413,6 +426,7 @@ nlohmann::json service_to_json(const ServiceDef& s) {
       {"headers", nlohmann::json::object()},
       {"rate_limit_rpm", s.rate_limit_rpm},
       {"feature", s.feature},
+      {"accept_query_token", s.accept_query_token},
   };
   // Only where it means something, so the output is accepted by service_from_json.
   if (s.auth_scheme == AuthScheme::QueryParam) j["auth_param"] = s.auth_param;

@@ -133,13 +133,14 @@ void Pool::remove_key(int64_t id) {
 size_t Pool::GroupHash::operator()(const GroupRef& g) const {
   uint64_t h = hash_name(0, g.feature);
   h = g.tier ? hash_name(h, *g.tier) : h * kHashMul + 1;
-  return g.service ? hash_name(h, *g.service) : h * kHashMul + 2;
+  h = g.service ? hash_name(h, *g.service) : h * kHashMul + 2;
+  return g.or_untagged ? h * kHashMul + 3 : h;
 }
 
 // The query's group, built for the current configuration; nullptr when the query is not
 // covered. Uncovered queries store nothing, so unknown names never grow the map.
 Pool::Group* Pool::group_for(const QueryView& q) {
-  const GroupRef name{q.tier, q.feature, q.service};
+  const GroupRef name{q.tier, q.feature, q.service, q.or_untagged};
   auto it = groups_.find(name);
   if (it == groups_.end()) {
     if (q.fallback_rpm <= 0 && !tier_covers(q)) return nullptr;
@@ -158,7 +159,7 @@ void Pool::build(Group& g, const QueryView& q) {
   g.members.clear();
   for (auto& [id, k] : keys_) {
     if (q.tier && k.info.tier != *q.tier) continue;
-    if (q.service && k.info.service != *q.service) continue;
+    if (q.service && k.info.service != *q.service && !(q.or_untagged && k.info.service.empty())) continue;
     auto w = k.windows.find(feature);
     g.members.push_back(Member{id, &k, tier_rpm(k, feature), w == k.windows.end() ? nullptr : &w->second});
   }

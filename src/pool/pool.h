@@ -61,6 +61,7 @@ struct QueryView {
   std::string_view feature;
   std::optional<std::string_view> tier;
   std::optional<std::string_view> service;
+  bool or_untagged = false;
   int64_t fallback_rpm = 0;
   std::span<const int64_t> exclude;
   std::string_view affinity;
@@ -71,12 +72,15 @@ struct Query {
   std::string feature;                  // required
   std::optional<std::string> tier;      // only keys of this tier (team token); nullopt = any tier covering the feature (admin GET /key)
   std::optional<std::string> service;   // only keys whose service equals this (proxy); nullopt = any
+  // With `service`: keys tagged with no service match too (GET /key: an untagged key serves
+  // any feature of its tier, a tagged one only its service).
+  bool or_untagged = false;
   int64_t fallback_rpm = 0;             // budget when the tier does not list the feature (service default); 0 = tier must list it
   std::vector<int64_t> exclude;         // keys already tried by this request (failover)
   std::string affinity;                 // X-Keypool-Session: prefer the key last used with this value while it has budget
 
   QueryView view() const {
-    QueryView v{feature, std::nullopt, std::nullopt, fallback_rpm, exclude, affinity};
+    QueryView v{feature, std::nullopt, std::nullopt, or_untagged, fallback_rpm, exclude, affinity};
     if (tier) v.tier = *tier;
     if (service) v.service = *service;
     return v;
@@ -178,20 +182,22 @@ class Pool {
     std::optional<std::string> tier;
     std::string feature;
     std::optional<std::string> service;
+    bool or_untagged = false;
   };
   // The same, borrowed from a query: the lookup builds no strings.
   struct GroupRef {
     std::optional<std::string_view> tier;
     std::string_view feature;
     std::optional<std::string_view> service;
-    GroupRef(std::optional<std::string_view> t, std::string_view f, std::optional<std::string_view> s)
-        : tier(t), feature(f), service(s) {}
+    bool or_untagged;
+    GroupRef(std::optional<std::string_view> t, std::string_view f, std::optional<std::string_view> s, bool u)
+        : tier(t), feature(f), service(s), or_untagged(u) {}
     GroupRef(const GroupName& n)  // implicit: the map compares stored names with borrowed ones
-        : tier(n.tier), feature(n.feature), service(n.service) {}
+        : tier(n.tier), feature(n.feature), service(n.service), or_untagged(n.or_untagged) {}
     bool operator==(const GroupRef&) const = default;
     GroupName owned() const {
       return {tier ? std::optional<std::string>(*tier) : std::nullopt, std::string(feature),
-              service ? std::optional<std::string>(*service) : std::nullopt};
+              service ? std::optional<std::string>(*service) : std::nullopt, or_untagged};
     }
   };
   struct GroupHash {
@@ -203,7 +209,7 @@ class Pool {
     bool operator()(const GroupRef& a, const GroupRef& b) const { return a == b; }
     // The lookup's case, spelled out so no optionals are built per compare.
     bool operator()(const GroupRef& a, const GroupName& b) const {
-      return a.feature == b.feature && a.tier.has_value() == b.tier.has_value() &&
+      return a.feature == b.feature && a.or_untagged == b.or_untagged && a.tier.has_value() == b.tier.has_value() &&
              a.service.has_value() == b.service.has_value() && (!a.tier || *a.tier == *b.tier) &&
              (!a.service || *a.service == *b.service);
     }

@@ -151,6 +151,12 @@ bool ProxyExchange::authenticate() {
     fail(401, "unauthorized", "missing team token (Authorization: Bearer, x-api-key, xi-api-key or api_key)");
     return false;
   }
+  if (cred->source() == auth::CredentialSource::QueryApiKey && !svc_->accept_query_token) {
+    fail(401, "unauthorized",
+         "service '" + svc_->name +
+             "' does not accept the team token in the api_key query parameter (accept_query_token); send it in a header");
+    return false;
+  }
   const int64_t now = app.clock.now_ms();
   auto tok = app.tokens.authenticate(cred->value(), now, sink_ ? &credential_memo(*sink_) : nullptr);
   if (!tok) {

@@ -114,7 +114,7 @@ struct HandoutCount {
   int64_t key_id = 0;
   int64_t minute_at = 0;  // the minute's start: the audit row's `at`
   std::string tier;
-  std::map<std::string, int64_t> features;  // feature -> hand-outs
+  std::map<std::string, int64_t, std::less<>> features;  // feature -> hand-outs
   int64_t count = 0, last_at = 0;
 };
 
