@@ -16,6 +16,7 @@
 #include "config/services.h"
 #include "crypto/crypto.h"
 #include "dispatch/dispatch.h"
+#include "provision/provision.h"
 #include "server/worker.h"
 #include "state/app.h"
 #include "state/bootstrap.h"
@@ -85,6 +86,8 @@ void reload(state::App& app, const cli::Options& opts) {
       log::warn("reload: listen address, workers and db_path change only on restart");
   }
   load_service_files(app, true);
+  // Re-read from the path given at start, on the store thread.
+  if (!app.cfg.bootstrap_file.empty()) provision::reload(app, app.cfg.bootstrap_file);
 }
 
 // The main thread's own loop: signals and the once-a-second flush of usage and audit rows.
@@ -135,7 +138,7 @@ struct Control {
 
   static void on_hup(uv_signal_t* s, int) {
     auto* self = static_cast<Control*>(s->data);
-    log::info("SIGHUP: reloading config and services");
+    log::info("SIGHUP: reloading config, services and the bootstrap file");
     reload(self->app, self->opts);
   }
 };
@@ -163,6 +166,14 @@ int serve(const cli::Options& opts) {
   Result<void> loaded = Ok{};
   store_thread.post_and_wait([&](store::Store& s) { loaded = state::load_state(app, s); });
   if (!loaded) return fail(1, loaded.error().message);
+  if (!cfg.bootstrap_file.empty()) {
+    // A sidecar set up from files: a bad file stops start-up (exit 2) before anything listens.
+    auto file = config::load_bootstrap(cfg.bootstrap_file, [](const char* n) { return std::getenv(n); });
+    if (!file) return fail(2, file.error().message);
+    Result<provision::Outcome> applied = provision::Outcome{};
+    store_thread.post_and_wait([&](store::Store& s) { applied = provision::apply(*file, s, app); });
+    if (!applied) return fail(2, applied.error().message);
+  }
 
   // Workers: each its own loop and listening socket on the same port.
   std::vector<std::unique_ptr<server::Worker>> workers;

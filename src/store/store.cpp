@@ -517,6 +517,12 @@ Result<TokenRow> Store::update_token(int64_t id, const TokenPatch& p) {
   auto row = get_token(id);
   if (!row) return row.error();
   if (row->revoked_at) return not_found("active token " + std::to_string(id));
+  if (p.tier && *p.tier != row->tier) {
+    auto exists = tier_exists(*p.tier);
+    if (!exists) return exists.error();
+    if (!*exists) return not_found(tier_label(*p.tier));
+    row->tier = *p.tier;
+  }
   if (p.name) row->name = *p.name;
   if (p.services) row->services = *p.services;
   if (p.rpm) row->rpm = *p.rpm;
@@ -524,13 +530,14 @@ Result<TokenRow> Store::update_token(int64_t id, const TokenPatch& p) {
   if (p.allow_key_handout) row->allow_key_handout = *p.allow_key_handout;
   Stmt st(db_,
           "UPDATE tokens SET name = ?2, services_json = ?3, rpm = ?4, expires_at = ?5, "
-          "allow_key_handout = ?6 WHERE id = ?1");
+          "allow_key_handout = ?6, tier = ?7 WHERE id = ?1");
   st.bind_int(1, id);
   st.bind_text(2, row->name);
   st.bind_text(3, dump(json(row->services)));
   st.bind_int(4, row->rpm);
   st.bind_int(5, row->expires_at);
   st.bind_int(6, row->allow_key_handout ? 1 : 0);
+  st.bind_text(7, row->tier);
   if (st.step() != SQLITE_DONE || tx.commit() != SQLITE_OK) return db_error("cannot update token");
   return row;
 }

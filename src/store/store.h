@@ -102,6 +102,7 @@ struct TokenRow {
 // Fields left empty are not changed.
 struct TokenPatch {
   std::optional<std::string> name;
+  std::optional<std::string> tier;  // the bootstrap file only; the tier must exist
   std::optional<std::vector<std::string>> services;
   std::optional<int64_t> rpm;
   std::optional<int64_t> expires_at;
