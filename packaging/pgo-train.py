@@ -123,7 +123,7 @@ def provision(port, admin):
         status, body = call(c, "POST", path, admin, json.dumps(doc))
         if status not in (200, 201):
             sys.exit(f"pgo-train: POST {path} answered {status}: {body[:200]!r}")
-    status, body = call(c, "POST", "/admin/tokens", admin, json.dumps({"name": "train", "tier": "pro"}))
+    status, body = call(c, "POST", "/admin/tokens", admin, json.dumps({"name": "train", "tier": "pro", "allow_key_handout": True}))
     if status not in (200, 201):
         sys.exit(f"pgo-train: POST /admin/tokens answered {status}")
     return json.loads(body)["token"]

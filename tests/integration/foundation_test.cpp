@@ -70,8 +70,9 @@ int64_t make_key(Keypool& kp, const std::string& name, const std::string& value,
   return r.json()["id"].get<int64_t>();
 }
 
+// allow_key_handout: these tests take keys out through GET /key with the token.
 std::pair<int64_t, std::string> make_token(Keypool& kp, const std::string& name, const std::string& tier) {
-  auto r = kp.admin("POST", "/admin/tokens", {{"name", name}, {"tier", tier}});
+  auto r = kp.admin("POST", "/admin/tokens", {{"name", name}, {"tier", tier}, {"allow_key_handout", true}});
   INFO(r.body);
   REQUIRE(r.status == 201);
   auto j = r.json();
@@ -150,6 +151,11 @@ TEST_CASE("tiers: create, list, delete and their errors") {
 TEST_CASE("keys: create, list, patch, rotate, delete and their errors") {
   Keypool kp;
   make_tier(kp, "pro", {{"img", 100}});
+  // The key is tagged with service openai: GET /key?feature=img reaches it only when img is
+  // that service's feature.
+  REQUIRE(kp.admin("POST", "/admin/services", {{"name", "openai"}, {"base_url", "https://api.openai.com"},
+                                               {"auth_scheme", "bearer"}, {"feature", "img"}})
+              .status == 201);
   const std::string v1 = "sk-foundation-key-value-AAAA1111";
   auto r = kp.admin("POST", "/admin/keys", {{"name", "first"}, {"key", v1}, {"tier", "pro"}, {"service", "openai"},
                                            {"expires_at", "2099-01-01T00:00:00Z"}, {"max_concurrent", 3}});
@@ -319,7 +325,7 @@ TEST_CASE("auth, 404 and 405 across the admin API") {
   CHECK(h.json().is_object());
 }
 
-TEST_CASE("GET /key hand-outs are audited as counts per caller, key and feature") {
+TEST_CASE("GET /key hand-outs are audited as counts, one row per caller, key and minute") {
   Keypool kp;
   make_tier(kp, "pro", {{"img", 100}});
   int64_t id = make_key(kp, "k", "sk-count-value-DDDD4444", "pro");
@@ -335,14 +341,31 @@ TEST_CASE("GET /key hand-outs are audited as counts per caller, key and feature"
     CHECK(row["target"] == std::to_string(id));
     const json& details = row["details"];
     REQUIRE(details.is_object());
-    CHECK(details["feature"] == "img");
+    CHECK(details["features"]["img"] == details["count"]);
     CHECK(details["tier"] == "pro");
+    // The row's time is the minute's start; the last hand-out falls within that minute.
+    CHECK(row["at_ms"].get<int64_t>() % 60000 == 0);
     CHECK(details["last_at"].get<int64_t>() >= row["at_ms"].get<int64_t>());
+    CHECK(details["last_at"].get<int64_t>() < row["at_ms"].get<int64_t>() + 60000);
     by_actor[row["actor"].get<std::string>()] += details["count"].get<int64_t>();
   }
   CHECK(by_actor["admin"] == 5);
   CHECK(by_actor["token:" + std::to_string(tid)] == 3);
   CHECK(by_actor.size() == 2);
+  // Later flushes within the same minute add to the same row rather than writing new ones.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  for (int i = 0; i < 4; ++i) REQUIRE(get_key(kp, "img").status == 200);
+  auto again = kp.admin("GET", "/admin/audit?action=key.handout").json()["audit"];
+  std::map<std::pair<std::string, int64_t>, int> rows_per_minute;
+  int64_t admin_total = 0;
+  for (const auto& row : again) {
+    ++rows_per_minute[{row["actor"].get<std::string>(), row["at_ms"].get<int64_t>()}];
+    if (row["actor"] == "admin") admin_total += row["details"]["count"].get<int64_t>();
+  }
+  CHECK(admin_total == 9);
+  for (const auto& [k, n] : rows_per_minute) CHECK(n == 1);
+  // At most two minutes were touched (a minute boundary may fall inside the test).
+  CHECK(again.size() <= 4);
 }
 
 TEST_CASE("GET /key returns values with quotes and backslashes, and non-ASCII names, exactly") {

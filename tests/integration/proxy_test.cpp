@@ -223,7 +223,8 @@ TEST_CASE("proxy: path, query and method reach the upstream exactly, under base_
 TEST_CASE("proxy: the client's credential is stripped in every inbound form") {
   FakeUpstream up(echo());
   Keypool kp({}, false);
-  kp.write_service("svc", service_yaml("svc", up.base_url(), "x-api-key"));
+  // The ?api_key= forms need the service to opt in (accept_query_token).
+  kp.write_service("svc", service_yaml("svc", up.base_url(), "x-api-key") + "accept_query_token: true\n");
   kp.start();
   std::string token = setup_pool(kp, "svc", {"sk-pooled-key-abc"});
 
@@ -312,7 +313,7 @@ TEST_CASE("proxy: hop-by-hop headers are dropped in both directions") {
 TEST_CASE("proxy: the access line names method, path, service and key, never the query") {
   FakeUpstream up(json_ok());
   Keypool kp({{"LOG_LEVEL", "info"}, {"LOG_FORMAT", "json"}}, false);
-  kp.write_service("svc", service_yaml("svc", up.base_url()));
+  kp.write_service("svc", service_yaml("svc", up.base_url()) + "accept_query_token: true\n");
   kp.start();
   std::string token = setup_pool(kp, "svc", {"sk-access-0123456789"});
   // The token rides in the query, which the line must leave out.

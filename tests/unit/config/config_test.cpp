@@ -291,8 +291,8 @@ TEST_CASE("config: YAML validation messages") {
       {"server: {hots: x}",
        "F: server.hots: unknown key (expected host, port, workers, max_connections)"},
       {"sever: {}",
-       "F: sever: unknown key (expected server, limits, timeouts, proxy, store, services_dir, "
-       "metrics, log, security, ui)"},
+       "F: sever: unknown key (expected server, limits, timeouts, proxy, store, audit, services_dir, "
+       "bootstrap_file, metrics, log, security, ui)"},
       {"server: {host: {a: b}}", "F: server.host: must be a string"},
       {"server: 8080", "F: server: must be a mapping"},
       {"- a\n- b", "F: the top level must be a mapping"},
