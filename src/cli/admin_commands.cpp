@@ -30,11 +30,16 @@ const char* const kAdminUsage =
     "--url URL or KEYPOOL_URL, default http://127.0.0.1:8080; --json prints the raw answer):\n"
     "  tiers add NAME --feature F=RPM [--feature F=RPM ...] [--max-wait-ms N]\n"
     "  tiers list | tiers rm NAME\n"
+    "  tiers update NAME [--feature F=RPM ...] [--max-wait-ms N]   features replace the tier's\n"
     "  keys add --name N --tier T [--service S] [--expires-at T] [--max-concurrent N]\n"
     "           [--value-file FILE]      the key value from FILE or stdin, never an argument\n"
     "  keys list | keys disable ID [--reason R] | keys enable ID | keys rm ID\n"
     "  keys rotate ID [--value-file FILE] the new value from FILE or stdin\n"
     "  tokens create --name N --tier T [--service S ...] [--expires-at T] [--rpm N]\n"
+    "                [--allow-key-handout true|false]\n"
+    "  tokens update ID [--name N] [--services S,S|''] [--rpm N] [--expires-at T|none]\n"
+    "                [--allow-key-handout true|false]\n"
+    "  tokens rotate ID [--grace-s N]    a new secret; the old one works N more seconds\n"
     "  tokens list | tokens revoke ID\n"
     "  services list | services rm NAME\n"
     "  services add [--file FILE]        a JSON or YAML definition from FILE or stdin\n"
@@ -45,6 +50,7 @@ namespace {
 const char* const kTiersUsage =
     "usage: keypool tiers add NAME --feature F=RPM [--feature F=RPM ...] [--max-wait-ms N]\n"
     "       keypool tiers list\n"
+    "       keypool tiers update NAME [--feature F=RPM ...] [--max-wait-ms N]\n"
     "       keypool tiers rm NAME\n";
 const char* const kKeysUsage =
     "usage: keypool keys add --name N --tier T [--service S] [--expires-at T] [--max-concurrent "
@@ -57,6 +63,10 @@ const char* const kKeysUsage =
     "       keypool keys rm ID\n";
 const char* const kTokensUsage =
     "usage: keypool tokens create --name N --tier T [--service S ...] [--expires-at T] [--rpm N]\n"
+    "                             [--allow-key-handout true|false]\n"
+    "       keypool tokens update ID [--name N] [--services S,S|''] [--rpm N] [--expires-at T|none]\n"
+    "                             [--allow-key-handout true|false]\n"
+    "       keypool tokens rotate ID [--grace-s N]\n"
     "       keypool tokens list\n"
     "       keypool tokens revoke ID\n";
 const char* const kServicesUsage =
@@ -282,27 +292,36 @@ int tiers(const Cmd& c) {
     print(tier_table(list_of(answer, "tiers")));
     return kOk;
   }
-  if (c.verb == "add") {
+  if (c.verb == "add" || c.verb == "update") {
+    const bool add = c.verb == "add";
     auto a = args_or_usage(c, 1, {{"--feature", true}, {"--max-wait-ms"}}, &rc);
     if (!a) return rc;
-    json body = {{"name", a->positional[0]}, {"features", json::object()}};
-    if (a->all("--feature").empty())
-      return usage_error(c.group, "tiers add: give at least one --feature F=RPM");
+    const std::string what = "tiers " + c.verb;
+    json body = add ? json{{"name", a->positional[0]}, {"features", json::object()}} : json::object();
+    if (add && a->all("--feature").empty())
+      return usage_error(c.group, what + ": give at least one --feature F=RPM");
+    if (!add && !a->has("--feature") && !a->has("--max-wait-ms"))
+      return usage_error(c.group, what + ": give --feature or --max-wait-ms");
     for (const auto& f : a->all("--feature")) {
       size_t eq = f.find('=');
       auto rpm = eq == std::string::npos ? std::nullopt : parse_uint(f.substr(eq + 1));
       if (eq == 0 || !rpm)
-        return usage_error(c.group, "tiers add: --feature '" + f + "': expected FEATURE=RPM");
+        return usage_error(c.group, what + ": --feature '" + f + "': expected FEATURE=RPM");
       body["features"][f.substr(0, eq)] = *rpm;
     }
     if (auto w = a->get("--max-wait-ms")) {
       auto n = parse_uint(*w);
       if (!n)
-        return usage_error(c.group,
-                           "tiers add: --max-wait-ms must be a whole number of milliseconds");
+        return usage_error(c.group, what + ": --max-wait-ms must be a whole number of milliseconds");
       body["max_wait_ms"] = *n;
     }
-    if ((rc = call(c, "POST", "/admin/tiers", body, &answer)) != kOk || c.o.json) return rc;
+    if (add) {
+      if ((rc = call(c, "POST", "/admin/tiers", body, &answer)) != kOk || c.o.json) return rc;
+    } else if ((rc = call(c, "PATCH", "/admin/tiers/" + rewrite::percent_encode(a->positional[0]), body,
+                          &answer)) != kOk ||
+               c.o.json) {
+      return rc;
+    }
     print(tier_table(json::array({answer})));
     return kOk;
   }
@@ -428,15 +447,49 @@ int keys(const Cmd& c) {
 // ---- tokens ------------------------------------------------------------------------------
 
 Table token_table(const json& tokens) {
-  Table t({"ID", "NAME", "TIER", "SERVICES", "RPM", "PREFIX", "EXPIRES", "STATUS", "REQUESTS"});
+  Table t({"ID", "NAME", "TIER", "SERVICES", "RPM", "KEY_HANDOUT", "PREFIX", "EXPIRES", "STATUS", "REQUESTS"});
   for (const auto& x : tokens) {
     std::string status = x.value("revoked", false) ? "revoked" : "active";
     t.add_row({field(x, "id"), field(x, "name"), field(x, "tier"),
                x.contains("services") && !x["services"].empty() ? field(x, "services") : "all",
-               field(x, "rpm"), field(x, "prefix"), field(x, "expires_at"), status,
+               field(x, "rpm"), field(x, "allow_key_handout"), field(x, "prefix"), field(x, "expires_at"), status,
                field(x, "requests")});
   }
   return t;
+}
+
+// tokens update ID: only the flags given change. --services takes a comma-separated list;
+// '' (empty) lets the token use every service again. --expires-at none clears the expiry.
+int tokens_update(const Cmd& c) {
+  int rc = kOk;
+  auto a = args_or_usage(
+      c, 1, {{"--name"}, {"--services"}, {"--rpm"}, {"--expires-at"}, {"--allow-key-handout"}}, &rc);
+  if (!a) return rc;
+  auto id = id_arg(c, a->positional[0], &rc);
+  if (!id) return rc;
+  json body = json::object();
+  if (auto n = a->get("--name")) body["name"] = *n;
+  if (auto s = a->get("--services")) {
+    body["services"] = json::array();
+    for (auto part : split(*s, ','))
+      if (!trim_space(part).empty()) body["services"].push_back(std::string(trim_space(part)));
+  }
+  if (auto r = a->get("--rpm")) {
+    auto n = parse_uint(*r);
+    if (!n) return usage_error(c.group, "tokens update: --rpm must be a whole number");
+    body["rpm"] = *n;
+  }
+  if (auto e = a->get("--expires-at")) body["expires_at"] = *e == "none" ? json(nullptr) : time_arg(*e);
+  if (auto h = a->get("--allow-key-handout")) {
+    if (*h != "true" && *h != "false")
+      return usage_error(c.group, "tokens update: --allow-key-handout must be true or false");
+    body["allow_key_handout"] = *h == "true";
+  }
+  if (body.empty()) return usage_error(c.group, "tokens update: give at least one field to change");
+  json answer;
+  if ((rc = call(c, "PATCH", "/admin/tokens/" + *id, body, &answer)) != kOk || c.o.json) return rc;
+  print(token_table(json::array({answer})));
+  return kOk;
 }
 
 int tokens(const Cmd& c) {
@@ -450,7 +503,8 @@ int tokens(const Cmd& c) {
   }
   if (c.verb == "create") {
     auto a = args_or_usage(
-        c, 0, {{"--name"}, {"--tier"}, {"--service", true}, {"--expires-at"}, {"--rpm"}}, &rc);
+        c, 0, {{"--name"}, {"--tier"}, {"--service", true}, {"--expires-at"}, {"--rpm"}, {"--allow-key-handout"}},
+        &rc);
     if (!a) return rc;
     if (!a->has("--name") || !a->has("--tier"))
       return usage_error(c.group, "tokens create: --name and --tier are required");
@@ -462,10 +516,35 @@ int tokens(const Cmd& c) {
       if (!n) return usage_error(c.group, "tokens create: --rpm must be a whole number");
       body["rpm"] = *n;
     }
+    if (auto h = a->get("--allow-key-handout")) {
+      if (*h != "true" && *h != "false")
+        return usage_error(c.group, "tokens create: --allow-key-handout must be true or false");
+      body["allow_key_handout"] = *h == "true";
+    }
     if ((rc = call(c, "POST", "/admin/tokens", body, &answer)) != kOk || c.o.json) return rc;
     print(token_table(json::array({answer})));
     std::printf("\ntoken: %s\nThis is the only time the token is shown; store it now.\n",
                 field(answer, "token").c_str());
+    return kOk;
+  }
+  if (c.verb == "update") return tokens_update(c);
+  if (c.verb == "rotate") {
+    auto a = args_or_usage(c, 1, {{"--grace-s"}}, &rc);
+    if (!a) return rc;
+    auto id = id_arg(c, a->positional[0], &rc);
+    if (!id) return rc;
+    json body = json::object();
+    if (auto g = a->get("--grace-s")) {
+      auto n = parse_uint(*g);
+      if (!n) return usage_error(c.group, "tokens rotate: --grace-s must be a whole number of seconds");
+      body["grace_s"] = *n;
+    }
+    if ((rc = call(c, "POST", "/admin/tokens/" + *id + "/rotate", body, &answer)) != kOk || c.o.json) return rc;
+    print(token_table(json::array({answer})));
+    std::printf("\ntoken: %s\nThis is the only time the new token is shown; store it now.\n",
+                field(answer, "token").c_str());
+    if (!answer["previous_valid_until"].is_null())
+      std::printf("The previous token keeps working until %s.\n", field(answer, "previous_valid_until").c_str());
     return kOk;
   }
   if (c.verb == "revoke") {
