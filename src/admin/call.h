@@ -41,6 +41,7 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   std::optional<std::string> query(std::string_view name) const;
   // The body as a JSON object; nullopt after answering 400 itself.
   std::optional<nlohmann::json> json_object();
+  bool body_empty() const { return body_.empty(); }
   void reply(Reply r);
   void reply(int status, nlohmann::json body) { reply(Reply{status, std::move(body), {}}); }
   void reply_text(int status, std::string content_type, std::string text);

@@ -38,6 +38,7 @@ nlohmann::json key_json(const store::KeyRow& k, const std::optional<pool::KeySta
                       {"enabled", k.enabled},
                       {"expires_at", k.expires_at ? nlohmann::json(iso_time(k.expires_at)) : nlohmann::json(nullptr)},
                       {"max_concurrent", k.max_concurrent},
+                      {"source", k.source},
                       {"created_at", iso_time(k.created_at)}};
   if (!k.enabled) {
     j["disabled_reason"] = k.disabled_reason;

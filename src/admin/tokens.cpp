@@ -170,7 +170,8 @@ void tokens_patch(Call& c) {
 void tokens_rotate(Call& c) {
   auto id = token_id(c);
   if (!id) return c.fail(id.error());
-  auto j = c.json_object();
+  // The body is optional here: a bare POST rotates with no grace period.
+  auto j = c.body_empty() ? std::optional<nlohmann::json>(nlohmann::json::object()) : c.json_object();
   if (!j) return;
   if (auto r = only_fields(*j, {"grace_s"}); !r) return c.fail(r.error());
   auto grace = opt_int(*j, "grace_s", 0, kMaxTokenGraceS);
