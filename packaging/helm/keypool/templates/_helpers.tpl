@@ -40,7 +40,8 @@ templates) adds keypool to its own Pod spec:
     {{- include "keypool.sidecarContainer" . | nindent 4 }}
   volumes:
     {{- include "keypool.sidecarVolumes" . | nindent 4 }}
-Both read .Values.keypool, .Values.secret, .Values.services and .Values.persistence.
+Both read .Values.keypool, .Values.secret, .Values.services, .Values.bootstrap and
+.Values.persistence.
 */}}
 {{- define "keypool.sidecarContainer" -}}
 - name: keypool
@@ -70,6 +71,10 @@ Both read .Values.keypool, .Values.secret, .Values.services and .Values.persiste
         secretKeyRef:
           name: {{ include "keypool.secretName" . }}
           key: ADMIN_TOKEN
+    {{- if .Values.bootstrap.file }}
+    - name: BOOTSTRAP_FILE
+      value: /etc/keypool/bootstrap/bootstrap.yaml
+    {{- end }}
     {{- with .Values.keypool.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -99,6 +104,16 @@ Both read .Values.keypool, .Values.secret, .Values.services and .Values.persiste
       mountPath: /etc/keypool/services.d
       readOnly: true
     {{- end }}
+    {{- if .Values.bootstrap.file }}
+    - name: keypool-bootstrap
+      mountPath: /etc/keypool/bootstrap
+      readOnly: true
+    {{- end }}
+    {{- if .Values.bootstrap.existingSecret }}
+    - name: keypool-bootstrap-secrets
+      mountPath: /etc/keypool/bootstrap-secrets
+      readOnly: true
+    {{- end }}
     {{- with .Values.keypool.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -120,5 +135,16 @@ Both read .Values.keypool, .Values.secret, .Values.services and .Values.persiste
 - name: keypool-services
   configMap:
     name: {{ include "keypool.fullname" . }}-services
+{{- end }}
+{{- if .Values.bootstrap.file }}
+- name: keypool-bootstrap
+  configMap:
+    name: {{ include "keypool.fullname" . }}-bootstrap
+{{- end }}
+{{- if .Values.bootstrap.existingSecret }}
+- name: keypool-bootstrap-secrets
+  secret:
+    secretName: {{ .Values.bootstrap.existingSecret }}
+    defaultMode: 0440   # root:fsGroup owns the files; the keypool group reads them
 {{- end }}
 {{- end }}
