@@ -268,3 +268,58 @@ TEST_CASE("cli: check-config names every problem in one run, a bad environment a
   CHECK(contains(fine.output, "config ok"));
   CHECK(contains(fine.output, "1 services"));
 }
+
+TEST_CASE("cli: tiers update, tokens update and tokens rotate") {
+  Keypool kp;
+  Cli cli{kp};
+  REQUIRE(cli({"tiers", "add", "free", "--feature", "chat=60"}).exit_code == 0);
+  auto up = cli({"tiers", "update", "free", "--feature", "chat=90", "--feature", "embed=5", "--max-wait-ms", "40"});
+  INFO(up.output);
+  REQUIRE(up.exit_code == 0);
+  CHECK(contains(row_of(up.output, "free"), "chat=90,embed=5"));
+  auto tier = kp.admin("GET", "/admin/tiers").json()["tiers"][0];
+  CHECK(tier["features"]["embed"] == 5);
+  CHECK(tier["max_wait_ms"] == 40);
+  CHECK(cli({"tiers", "update", "free"}).exit_code == 2);  // nothing to change
+  CHECK(cli({"tiers", "update", "ghost", "--max-wait-ms", "1"}).exit_code == 1);
+
+  auto created = cli({"tokens", "create", "--name", "ci", "--tier", "free", "--allow-key-handout", "true"});
+  REQUIRE(created.exit_code == 0);
+  auto tok = kp.admin("GET", "/admin/tokens").json()["tokens"][0];
+  CHECK(tok["allow_key_handout"] == true);
+  std::string tid = std::to_string(tok["id"].get<int64_t>());
+
+  auto updated = cli({"tokens", "update", tid, "--name", "ci-2", "--services", "openai, exa", "--rpm", "7",
+                      "--allow-key-handout", "false", "--expires-at", "2099-01-01T00:00:00Z"});
+  INFO(updated.output);
+  REQUIRE(updated.exit_code == 0);
+  CHECK(contains(row_of(updated.output, tid), "ci-2"));
+  tok = kp.admin("GET", "/admin/tokens").json()["tokens"][0];
+  CHECK(tok["name"] == "ci-2");
+  CHECK(tok["services"] == json::array({"openai", "exa"}));
+  CHECK(tok["rpm"] == 7);
+  CHECK(tok["allow_key_handout"] == false);
+  CHECK(tok["expires_at"] == "2099-01-01T00:00:00Z");
+  REQUIRE(cli({"tokens", "update", tid, "--services", "", "--expires-at", "none"}).exit_code == 0);
+  tok = kp.admin("GET", "/admin/tokens").json()["tokens"][0];
+  CHECK(tok["services"].empty());
+  CHECK(tok["expires_at"].is_null());
+  CHECK(cli({"tokens", "update", tid}).exit_code == 2);
+  CHECK(cli({"tokens", "update", tid, "--allow-key-handout", "yes"}).exit_code == 2);
+
+  auto rotated = cli({"tokens", "rotate", tid, "--grace-s", "60"});
+  INFO(rotated.output);
+  REQUIRE(rotated.exit_code == 0);
+  size_t at = rotated.output.find("token: kp_");
+  REQUIRE(at != std::string::npos);
+  std::string secret = rotated.output.substr(at + 7, rotated.output.find_first_of(" \r\n", at + 7) - at - 7);
+  kp.remember_secret(secret);
+  CHECK(contains(rotated.output, "keeps working until"));
+  // Known (403: proxy-only), where an unknown token gets 401.
+  CHECK(kp.get("/key?feature=chat", {{"Authorization", "Bearer " + secret}}).status == 403);
+  CHECK(kp.get("/key?feature=chat", {{"Authorization", "Bearer kp_unknown_token_0000"}}).status == 401);
+  auto listed = cli({"tokens", "list"});
+  CHECK_FALSE(contains(listed.output, secret));
+  CHECK(cli({"tokens", "rotate", tid, "--grace-s", "86401"}).exit_code == 1);  // the server's 400
+  CHECK(cli({"tokens", "rotate", "999"}).exit_code == 1);
+}

@@ -334,3 +334,31 @@ TEST_CASE("auth: TokenRegistry concurrent reads with a writer") {
   CHECK(failures.load() == 0);
   CHECK(reg.size() >= 50);
 }
+
+TEST_CASE("auth: TokenRegistry keeps a rotated-out secret until its grace period ends") {
+  TokenRegistry reg;
+  reg.upsert(hash_token("kp_old"), info(1, "team"));
+  keypool::auth::CredentialMemo memo;
+  REQUIRE(reg.authenticate("kp_old", 0, &memo).ok());  // the connection remembers the old secret
+  // Rotated at t=1000 with a grace period until t=5000.
+  reg.upsert(hash_token("kp_new"), info(1, "team"), hash_token("kp_old"), 5'000);
+  CHECK(reg.size() == 1);
+  CHECK(reg.authenticate("kp_new", 1'000).ok());
+  auto old = reg.authenticate("kp_old", 4'999, &memo);
+  REQUIRE(old.ok());
+  CHECK((*old)->id == 1);
+  CHECK(reg.authenticate("kp_old", 5'000).error().message == "invalid token");
+  CHECK(reg.authenticate("kp_old", 5'000, &memo).error().message == "invalid token");  // the memo too
+  CHECK(reg.authenticate("kp_new", 9'999'999).ok());
+  // Another rotation without grace drops both earlier secrets at once.
+  reg.upsert(hash_token("kp_third"), info(1, "team"));
+  CHECK_FALSE(reg.authenticate("kp_new", 1'000).ok());
+  CHECK_FALSE(reg.authenticate("kp_old", 1'000).ok());
+  CHECK(reg.authenticate("kp_third", 1'000).ok());
+  // Revocation ends a grace period too.
+  reg.upsert(hash_token("kp_fourth"), info(1, "team"), hash_token("kp_third"), 5'000);
+  reg.remove(1);
+  CHECK_FALSE(reg.authenticate("kp_third", 1'000).ok());
+  CHECK_FALSE(reg.authenticate("kp_fourth", 1'000).ok());
+  CHECK(reg.size() == 0);
+}

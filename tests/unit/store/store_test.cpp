@@ -7,6 +7,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "base/strings.h"
 #include "crypto/crypto.h"
 
@@ -512,4 +514,121 @@ TEST_CASE("store: reencrypt_all moves every value to the new key") {
   REQUIRE(loaded.ok());
   REQUIRE(loaded->size() == 3);
   CHECK((*loaded)[1].value.view() == "sk-live-bbbbbbbbbbbb02");
+}
+
+TEST_CASE("store: hand-out counts add up in one audit row per caller, key and minute") {
+  TempDir dir;
+  auto s = open_store(dir.db(), master('a'));
+  const int64_t minute = kNow - kNow % 60'000;
+  HandoutCount a{"token:3", 7, minute, "pro", {{"chat", 2}}, 2, minute + 1'000};
+  HandoutCount b{"token:3", 7, minute, "pro", {{"chat", 1}, {"image", 4}}, 5, minute + 9'000};
+  HandoutCount other_minute{"token:3", 7, minute + 60'000, "pro", {{"chat", 1}}, 1, minute + 61'000};
+  HandoutCount admin{"admin", 7, minute, "pro", {{"chat", 1}}, 1, minute + 2'000};
+  REQUIRE(s->add_handouts({a}).ok());
+  REQUIRE(s->add_handouts({b, other_minute, admin}).ok());
+  auto rows = s->query_audit(0, "key.handout", 0);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 3);
+  bool found = false;
+  for (const auto& r : *rows) {
+    if (r.actor != "token:3" || r.at != minute) continue;
+    found = true;
+    auto d = nlohmann::json::parse(r.details_json);
+    CHECK(d["count"] == 7);
+    CHECK(d["features"]["chat"] == 3);
+    CHECK(d["features"]["image"] == 4);
+    CHECK(d["last_at"] == minute + 9'000);
+    CHECK(r.target == "7");
+  }
+  CHECK(found);
+}
+
+TEST_CASE("store: prune_audit deletes the oldest rows before a time, a batch at a time") {
+  TempDir dir;
+  auto s = open_store(dir.db(), master('a'));
+  std::vector<AuditRow> rows;
+  for (int i = 0; i < 10; ++i) rows.push_back(AuditRow{0, kNow - 100'000 + i, "admin", "old", "", "{}"});
+  rows.push_back(AuditRow{0, kNow, "admin", "new", "", "{}"});
+  REQUIRE(s->append_audit(rows).ok());
+  auto n = s->prune_audit(kNow - 1, 4);
+  REQUIRE(n.ok());
+  CHECK(*n == 4);
+  auto left = s->query_audit(0, "old", 0);
+  REQUIRE(left.ok());
+  REQUIRE(left->size() == 6);
+  CHECK(left->back().at == kNow - 100'000 + 4);  // the oldest went first
+  CHECK(*s->prune_audit(kNow - 1, 100) == 6);
+  CHECK(*s->prune_audit(kNow - 1, 100) == 0);
+  CHECK(s->query_audit(0, "new", 0)->size() == 1);
+}
+
+TEST_CASE("store: token update, rotation with a previous hash, tier update, row source") {
+  TempDir dir;
+  auto s = open_store(dir.db(), master('a'));
+  REQUIRE(s->create_tier(tier("pro"), kNow).ok());
+  REQUIRE(s->create_tier(tier("free"), kNow).ok());
+  auto t = s->create_token(token("a"), kNow);
+  REQUIRE(t.ok());
+  CHECK(t->source == "admin");
+  CHECK_FALSE(t->allow_key_handout);
+  TokenPatch p;
+  p.rpm = 9;
+  p.allow_key_handout = true;
+  p.services = std::vector<std::string>{"openai"};
+  p.tier = "free";
+  auto u = s->update_token(t->id, p);
+  REQUIRE(u.ok());
+  CHECK(u->rpm == 9);
+  CHECK(u->tier == "free");
+  TokenPatch ghost;
+  ghost.tier = "ghost";
+  CHECK(s->update_token(t->id, ghost).error().code == ErrorCode::NotFound);
+  const std::string old_hash = u->hash_hex;
+  auto r = s->rotate_token(t->id, crypto::sha256_hex("next"), "kp_next0", kNow + 5'000);
+  REQUIRE(r.ok());
+  auto again = s->get_token(t->id);
+  REQUIRE(again.ok());
+  CHECK(again->hash_hex == crypto::sha256_hex("next"));
+  CHECK(again->prev_hash_hex == old_hash);
+  CHECK(again->prev_valid_until == kNow + 5'000);
+  CHECK(again->allow_key_handout);
+  CHECK(again->services == std::vector<std::string>{"openai"});
+  auto r2 = s->rotate_token(t->id, crypto::sha256_hex("third"), "kp_third", 0);
+  REQUIRE(r2.ok());
+  CHECK(s->get_token(t->id)->prev_hash_hex.empty());
+  REQUIRE(s->revoke_token(t->id, kNow).ok());
+  CHECK(s->update_token(t->id, p).error().code == ErrorCode::NotFound);
+
+  auto tu = s->update_tier("pro", TierPatch{std::map<std::string, int64_t>{{"chat", 1}}, std::nullopt});
+  REQUIRE(tu.ok());
+  CHECK(tu->features == std::map<std::string, int64_t>{{"chat", 1}});
+  CHECK(tu->max_wait_ms == 500);  // unchanged
+  CHECK(s->update_tier("ghost", TierPatch{}).error().code == ErrorCode::NotFound);
+
+  NewKey k = new_key("sk-source-value-0001");
+  k.source = kSourceBootstrap;
+  auto key = s->create_key(k, kNow);
+  REQUIRE(key.ok());
+  CHECK(s->get_key(key->id)->source == "bootstrap");
+  CHECK(*s->key_value_is(key->id, Secret(std::string("sk-source-value-0001"))));
+  CHECK_FALSE(*s->key_value_is(key->id, Secret(std::string("sk-source-value-0002"))));
+}
+
+TEST_CASE("store: transaction rolls back every nested write when it fails") {
+  TempDir dir;
+  auto s = open_store(dir.db(), master('a'));
+  auto r = s->transaction([&]() -> Result<void> {
+    if (auto t = s->create_tier(tier("pro"), kNow); !t) return t.error();
+    if (auto k = s->create_key(new_key("sk-tx-value-00001"), kNow); !k) return k.error();
+    return s->create_key(new_key("sk-tx-value-00002", "ghost"), kNow).error();  // tier not found
+  });
+  CHECK_FALSE(r.ok());
+  CHECK(s->list_tiers()->empty());
+  CHECK(s->list_keys()->empty());
+  REQUIRE(s->transaction([&]() -> Result<void> {
+              if (auto t = s->create_tier(tier("pro"), kNow); !t) return t.error();
+              return Ok{};
+            })
+              .ok());
+  CHECK(s->list_tiers()->size() == 1);
 }
