@@ -81,7 +81,8 @@ void tokens_create(Call& c) {
   row.allow_key_handout = handout->value_or(false);  // proxy-only unless asked for
   row.hash_hex = auth::hash_token(token->view());
   row.prefix = std::string(token->view().substr(0, 8));
-  auto audit = audit_row(c, "token.create", "", {{"name", row.name}, {"tier", row.tier}});
+  auto audit = audit_row(c, "token.create", "",
+                         {{"name", row.name}, {"tier", row.tier}, {"allow_key_handout", row.allow_key_handout}});
   auto& app = c.app();
   c.in_store([row, token, audit, &app](store::Store& s) mutable -> Result<Reply> {
     auto created = s.create_token(row, app.clock.now_ms());

@@ -256,6 +256,16 @@ TEST_CASE("bootstrap: a bad file at start exits 2 naming the file, the object an
     CHECK(r.output.find("sk-inline") == std::string::npos);
     CHECK(r.output.find(kKey1) == std::string::npos);
   }
+  // check-config reads the file the same way.
+  s.write("keys:\n  - {name: k, tier: default, value_env: NOT_SET_ANYWHERE}\n");
+  auto check = run_command({keypool_bin(), "--config", source_dir() + "/config/keypool.yaml", "check-config"},
+                           s.kp.env, "", 20000);
+  CHECK(check.exit_code == 2);
+  CHECK(check.output.find("keys[0] (k): value_env") != std::string::npos);
+  s.write(example_file(s.kp.dir.path));
+  auto good = run_command({keypool_bin(), "--config", source_dir() + "/config/keypool.yaml", "check-config"},
+                          s.kp.env, "", 20000);
+  CHECK(good.exit_code == 0);
   // Nothing of a refused file was kept: a good file starts on an empty store.
   s.write(example_file(s.kp.dir.path));
   s.kp.start();
