@@ -35,26 +35,22 @@ config::GetEnv real_env() {
 // names, or the default when that setting is what is wrong).
 int check_config(const Options& o) {
   auto report = config::inspect_config(o.config_path, o.config_explicit, real_env());
-  for (const auto& p : report.problems) std::fprintf(stderr, "%s
-", p.c_str());
+  for (const auto& p : report.problems) std::fprintf(stderr, "%s\n", p.c_str());
   const config::Config& cfg = report.config;
   size_t problems = report.problems.size();
   auto services = config::load_services_dir(cfg.services_dir);
-  for (const auto& e : services.errors) std::fprintf(stderr, "%s
-", e.c_str());
+  for (const auto& e : services.errors) std::fprintf(stderr, "%s\n", e.c_str());
   problems += services.errors.size();
   // The bootstrap file is read as serve reads it (values included), but nothing is applied:
   // a tier or key it names that the store lacks is found only by serve.
   if (!cfg.bootstrap_file.empty()) {
     if (auto b = config::load_bootstrap(cfg.bootstrap_file, real_env()); !b) {
-      std::fprintf(stderr, "%s
-", b.error().message.c_str());
+      std::fprintf(stderr, "%s\n", b.error().message.c_str());
       ++problems;
     }
   }
   if (problems) return kUsage;
-  std::printf("config ok: %s, %zu services from %s%s%s
-", cfg.source.c_str(), services.services.size(),
+  std::printf("config ok: %s, %zu services from %s%s%s\n", cfg.source.c_str(), services.services.size(),
               cfg.services_dir.c_str(), cfg.bootstrap_file.empty() ? "" : ", bootstrap file ",
               cfg.bootstrap_file.c_str());
   return kOk;
