@@ -21,25 +21,28 @@ local function redis_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Drops the runs that left the window; returns the grants still in it.
+-- Drops the runs that left the window, and their grants from the total; returns the grants
+-- still in the window.
 local function trim(wkey, nkey, now, window)
   local total = tonumber(redis.call('GET', nkey) or '0')
-  while total > 0 do
+  local left = 0
+  while total - left > 0 do
     local head = redis.call('LINDEX', wkey, 0)
     if not head then
-      total = 0
+      left = total
       break
     end
     local t, c = run_parse(head)
     if t + window > now then break end
     redis.call('LPOP', wkey)
-    total = total - c
+    left = left + c
   end
-  if total <= 0 then
-    total = 0
+  if total - left <= 0 then
     redis.call('DEL', wkey, nkey)
+    return 0
   end
-  return total
+  if left > 0 then redis.call('DECRBY', nkey, left) end
+  return total - left
 end
 
 -- ms until a grant fits: the oldest (total - limit + 1) grants must leave first. Usually
@@ -88,7 +91,7 @@ end
 // ids scored by expiry ms), KEYS[5+4i] hold (cooling/suspended/disabled, with a TTL).
 // ARGV: lease id, lease ttl ms, window ms, cursor ttl ms, then per candidate rpm and
 // max_concurrent (0 = unlimited).
-// Reply: {1, candidate (1-based), granted at ms, now ms} or {0, wait ms}, wait -1 when no
+// Reply: {1, candidate (1-based), granted at ms, now ms} or {0, wait ms, now ms}, wait -1 when no
 // candidate can become usable by waiting (rpm 0, or a hold without TTL).
 // A candidate's wait is the longest of its blockers: hold TTL, earliest lease expiry (an
 // upper bound: a release may come sooner) and the window's exact wait.
@@ -99,7 +102,7 @@ local lease_ttl = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local cursor_ttl = tonumber(ARGV[4])
 local n = (#KEYS - 1) / 4
-if n < 1 then return {0, -1} end
+if n < 1 then return {0, -1, now} end
 local start = tonumber(redis.call('GET', KEYS[1]) or '0') % n
 local best = -1
 for j = 0, n - 1 do
@@ -136,7 +139,7 @@ for j = 0, n - 1 do
   end
   if wait > 0 and (best < 0 or wait < best) then best = wait end
 end
-return {0, best}
+return {0, best, now}
 )lua";
 
 // End of a lease. KEYS: leases, window runs, window total. ARGV: lease id, and the grant's

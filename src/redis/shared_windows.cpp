@@ -106,7 +106,9 @@ void SharedWindows::admit(const AdmitQuery& q, std::function<void(Result<Admissi
                  if (!int_array(rep, 2)) return cb(unexpected("admission", rep));
                  Admission a;
                  if (rep.elements[0].integer == 0) {
+                   if (!int_array(rep, 3)) return cb(unexpected("admission", rep));
                    a.retry_after_ms = rep.elements[1].integer;
+                   a.now_ms = rep.elements[2].integer;
                    return cb(std::move(a));
                  }
                  if (!int_array(rep, 4) || rep.elements[1].integer < 1 ||

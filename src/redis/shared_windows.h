@@ -67,7 +67,7 @@ struct Admission {
   // Without a lease: ms until the earliest candidate frees up, by Redis time; -1 when none
   // will by waiting (no budget, or held without end).
   int64_t retry_after_ms = 0;
-  int64_t now_ms = 0;  // Redis TIME at the admission (granted only)
+  int64_t now_ms = 0;  // Redis TIME at the admission
 };
 
 struct TokenAdmission {
