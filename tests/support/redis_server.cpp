@@ -68,6 +68,8 @@ RedisServer::RedisServer(RedisServerOptions opts) : opts_(std::move(opts)) {
     port_ = free_port();
     tls_port_ = 0;
     while (opts_.tls && (tls_port_ == 0 || tls_port_ == port_)) tls_port_ = free_port();
+    bus_port_ = 0;
+    while (opts_.cluster && (bus_port_ == 0 || bus_port_ == port_)) bus_port_ = free_port();
     try {
       start();
       break;
@@ -113,7 +115,9 @@ void RedisServer::write_config() const {
       << "tls-ca-cert-file " << pki_.ca_cert << "\n"
       << "tls-auth-clients no\n";
   }
-  if (opts_.cluster) f << "cluster-enabled yes\ncluster-config-file " << dir_.path << "/nodes-" << runs_ << ".conf\n";
+  if (opts_.cluster)
+    f << "cluster-enabled yes\ncluster-port " << bus_port_ << "\ncluster-config-file " << dir_.path << "/nodes-"
+      << runs_ << ".conf\n";
   for (const auto& line : opts_.config) f << line << "\n";
 }
 

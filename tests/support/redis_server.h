@@ -62,6 +62,7 @@ class RedisServer {
   TestPki pki_;
   uint16_t port_ = 0;
   uint16_t tls_port_ = 0;
+  uint16_t bus_port_ = 0;  // cluster bus, given explicitly: by default it is port + 10000
   pid_t pid_ = -1;
   int runs_ = 0;
 };
