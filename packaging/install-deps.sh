@@ -17,10 +17,11 @@ packages=(
 )
 
 # --test: what only the test command needs: clang-14 with its sanitizer and libFuzzer
-# runtimes for fuzz/run.sh (the ASan+UBSan build of the whole suite), and Debian's chromium
-# for the admin console's browser test (ui/test; playwright-core drives /usr/bin/chromium).
+# runtimes for fuzz/run.sh (the ASan+UBSan build of the whole suite), Debian's chromium
+# for the admin console's browser test (ui/test; playwright-core drives /usr/bin/chromium),
+# and redis-server, which the Redis tests start on a free loopback port (they fail without it).
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(clang-14 libclang-rt-14-dev chromium)
+  packages+=(clang-14 libclang-rt-14-dev chromium redis-server)
 fi
 
 # Node.js: the build bundles the admin console (ui/, npm packages from ui/package-lock.json)
