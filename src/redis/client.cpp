@@ -71,6 +71,7 @@ class Client::Core {
 
   void start();
   void shutdown();
+  void defer(ReplyCallback cb, Error error);
   void send(std::vector<std::string> args, uint64_t deadline, ReplyCallback cb);
   void eval(const Script& script, std::vector<std::string> argv, ReplyCallback cb);
   uint64_t deadline_from_now() const { return uv_now(loop_) + static_cast<uint64_t>(opts_.timeout_ms); }
@@ -126,7 +127,6 @@ class Client::Core {
   void on_deadline();
   void arm_conn_timer(TimerPurpose purpose, int64_t ms);
   void on_conn_timer();
-  void defer(ReplyCallback cb, Error error);
   void run_deferred();
   void drop(const std::string& reason);
   void close_tcp();
@@ -161,7 +161,8 @@ class Client::Core {
 
   std::vector<sockaddr_storage> addrs_;
   size_t next_addr_ = 0;
-  std::string last_error_;
+  std::string last_error_;     // why the connection last failed: the message while in Backoff
+  std::string connect_error_;  // why the last connect attempt of this round failed
 
   std::deque<Pending> sent_;
   std::deque<Queued> queued_;
@@ -179,6 +180,7 @@ void Client::Core::start() {
     return;
   }
   arm_conn_timer(TimerPurpose::Connect, opts_.connect_timeout_ms);
+  connect_error_.clear();
   sockaddr_storage literal{};
   const char* host = url_.host.c_str();
   if (uv_ip4_addr(host, url_.port, reinterpret_cast<sockaddr_in*>(&literal)) == 0 ||
@@ -238,7 +240,7 @@ void Client::Core::on_resolved(int status, addrinfo* res) {
 // One address after another until one connects; the connect timer bounds the whole walk.
 void Client::Core::try_next_address() {
   if (next_addr_ >= addrs_.size()) {
-    drop("cannot connect to " + where() + ": " + (last_error_.empty() ? "no address" : last_error_));
+    drop("cannot connect to " + where() + ": " + (connect_error_.empty() ? "no address" : connect_error_));
     return;
   }
   state_ = ConnState::Connecting;
@@ -253,7 +255,7 @@ void Client::Core::try_next_address() {
     static_cast<Core*>(req->data)->on_connect(status);
   });
   if (r < 0) {
-    last_error_ = uv_strerror(r);
+    connect_error_ = uv_strerror(r);
     close_tcp();  // its close callback tries the next address
   }
 }
@@ -261,7 +263,7 @@ void Client::Core::try_next_address() {
 void Client::Core::on_connect(int status) {
   if (closing_ || status == UV_ECANCELED || tcp_closing_) return;
   if (status < 0) {
-    last_error_ = uv_strerror(status);
+    connect_error_ = uv_strerror(status);
     close_tcp();
     return;
   }
@@ -476,7 +478,7 @@ void Client::Core::send_raw(std::string bytes) {
 void Client::Core::send(std::vector<std::string> args, uint64_t deadline, ReplyCallback cb) {
   if (closing_) return defer(std::move(cb), unavailable("redis client closed"));
   if (state_ == ConnState::Backoff)
-    return defer(std::move(cb), unavailable("redis at " + where() + " is unavailable: " + last_error_));
+    return defer(std::move(cb), unavailable("redis unavailable: " + last_error_));
   if (sent_.size() + queued_.size() >= opts_.max_pending)
     return defer(std::move(cb), unavailable("too many redis commands in flight"));
   if (deadline <= uv_now(loop_)) return defer(std::move(cb), make_error(ErrorCode::Timeout, "redis command timed out"));
@@ -684,6 +686,8 @@ void Client::eval(const Script& script, const std::vector<std::string>& keys, co
   argv.insert(argv.end(), args.begin(), args.end());
   core_->eval(script, std::move(argv), std::move(cb));
 }
+
+void Client::answer_later(Error error, ReplyCallback cb) { core_->defer(std::move(cb), std::move(error)); }
 
 ConnState Client::state() const { return core_->state_; }
 uint64_t Client::connects() const { return core_->connects_; }

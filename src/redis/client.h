@@ -80,6 +80,10 @@ class Client {
   void eval(const Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args,
             ReplyCallback cb);
 
+  // Calls cb with error from the loop: for a caller that refuses a request before sending
+  // anything but must not call back inside its own call either.
+  void answer_later(Error error, ReplyCallback cb);
+
   ConnState state() const;
   // Connections that reached Ready so far (reconnects show as more than one).
   uint64_t connects() const;

@@ -81,10 +81,10 @@ std::string SharedWindows::token_total_key(const std::string& token_id) const {
 void SharedWindows::admit(const AdmitQuery& q, std::function<void(Result<Admission>)> cb) {
   const std::string& group = q.group.empty() ? q.feature : q.group;
   if (has_brace(q.tier) || has_brace(q.feature) || has_brace(group) || q.candidates.empty()) {
-    // Answered through the client, from the loop, like every other result.
-    return client_.command({"PING"}, [cb = std::move(cb)](Result<Reply>) {
-      cb(make_error(ErrorCode::Invalid, "shared admission needs candidates and names without '{' or '}'"));
-    });
+    // Answered from the loop, like every other result.
+    return client_.answer_later(
+        make_error(ErrorCode::Invalid, "shared admission needs candidates and names without '{' or '}'"),
+        [cb = std::move(cb)](Result<Reply> r) { cb(r.error()); });
   }
   std::vector<std::string> keys{cursor_key(q.tier, group)};
   std::string lease_id = next_lease_id();

@@ -3,7 +3,9 @@
 //
 // The password is a Secret (wiped when dropped, never printed); describe() gives a form
 // that is safe to log. Percent-escapes in the user and password are decoded, so a password
-// with '@' or ':' can be written.
+// with '@' or ':' can be written. Userinfo without ':' ("redis://secret@host") is taken as
+// a password, not a user name: that is how many providers write it, and reading it as a
+// user would print the secret in describe().
 #include <cstdint>
 #include <string>
 #include <string_view>

@@ -288,7 +288,9 @@ TEST_CASE("redis client: a stalled connection is dropped and re-made") {
     CHECK(c->state() != ConnState::Ready);
     server.resume();
     REQUIRE(wait_ready(loop, *c));
-    CHECK(c->connects() == 2);
+    // At least once more: without AUTH a connection is ready as soon as TCP connects, which
+    // a stopped server's kernel still does, so it may have stalled and been re-made again.
+    CHECK(c->connects() >= 2);
   }
 }
 
@@ -386,5 +388,31 @@ TEST_CASE("redis client: EVALSHA loads the script again after SCRIPT FLUSH") {
     REQUIRE(loop.run_until([&] { return out.has_value(); }));
     REQUIRE(out->ok());
     CHECK(out->value().error_is("NOSCRIPT"));
+  }
+}
+
+TEST_CASE("redis client: destroyed while looking up, connecting or handshaking, the loop still closes clean") {
+  RedisServerOptions opts;
+  opts.tls = true;
+  RedisServer server(opts);
+  TestLoop loop;
+  ClientOptions trust = patient();
+  trust.extra_ca_file = server.pki().ca_cert;
+  const std::string tls = "rediss://localhost:" + std::to_string(server.tls_port());
+  const std::string plain = "redis://127.0.0.1:" + std::to_string(server.port());
+  // Destroyed at once (a lookup on the thread pool in flight), and after a few loop turns
+  // (connect, handshake or AUTH under way): each time, pending commands are answered.
+  for (int turns = 0; turns < 12; ++turns) {
+    for (const std::string& url : {tls, plain, std::string("redis://localhost:") + std::to_string(server.port())}) {
+      CAPTURE(url);
+      CAPTURE(turns);
+      int answered = 0;
+      {
+        auto c = make_client(loop, url, trust);
+        c->command({"PING"}, [&](Result<Reply>) { ++answered; });
+        for (int i = 0; i < turns; ++i) uv_run(loop.get(), UV_RUN_NOWAIT);
+      }
+      CHECK(answered == 1);
+    }
   }
 }

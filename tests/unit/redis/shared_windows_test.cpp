@@ -417,7 +417,10 @@ TEST_CASE("shared windows: a key at 100000 rpm hit 100000 times keeps a small wi
   const auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - start).count();
   REQUIRE(all.size() == 100'000);
   int64_t granted = 0;
-  for (const auto& o : all) granted += o.granted ? 1 : 0;
+  for (const auto& o : all) {
+    REQUIRE_MESSAGE(o.ok, o.error);
+    granted += o.granted ? 1 : 0;
+  }
   CHECK(granted == 100'000);
   TestLoop loop;
   Instance names(loop.get(), server.url(), so);
