@@ -613,8 +613,8 @@ void Client::Core::close_tcp() {
 void Client::Core::on_tcp_closed() {
   tcp_open_ = false;
   tcp_closing_ = false;
-  handle_closed();
-  if (closing_) return;
+  if (closing_) return handle_closed();  // may free this
+  handle_closed();                       // cannot free an open Core
   if (state_ == ConnState::Connecting) {
     try_next_address();  // that attempt failed; the connect timer still bounds the walk
   } else if (start_after_close_) {

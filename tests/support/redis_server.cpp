@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -132,8 +134,20 @@ void RedisServer::start() {
   const std::string conf = dir_.path + "/redis.conf";
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  const pid_t parent = ::getpid();
   if (pid == 0) {
+    // Only async-signal-safe calls between fork and exec (the test may have threads).
     ::setpgid(0, 0);  // a ^C to the test run must not reach the server before the test stops it
+    // A test binary that dies (a crash, a timeout's SIGKILL) takes its server with it, and
+    // the server holds no pipe of the test run open: it logs to its own file.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
     ::execl(bin.c_str(), bin.c_str(), conf.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
