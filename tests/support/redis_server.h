@@ -4,6 +4,9 @@
 // A missing redis-server throws (the test fails): install it with
 // packaging/install-deps.sh --test. Never skips.
 //
+// The server is killed if the thread that started it dies (PR_SET_PDEATHSIG), so a crashed
+// or timed-out test run leaves no server behind: start servers from the test's own thread.
+//
 // call() is a small blocking client on the plain port for the test's own setup and checks
 // (it uses redis/resp.h, so it is not a second protocol implementation).
 #include <sys/types.h>
