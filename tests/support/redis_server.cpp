@@ -132,9 +132,9 @@ void RedisServer::start() {
   ++runs_;
   write_config();
   const std::string conf = dir_.path + "/redis.conf";
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  const pid_t parent = ::getpid();
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec (the test may have threads).
     ::setpgid(0, 0);  // a ^C to the test run must not reach the server before the test stops it
