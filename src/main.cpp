@@ -17,6 +17,7 @@
 #include "crypto/crypto.h"
 #include "dispatch/dispatch.h"
 #include "provision/provision.h"
+#include "keys/health.h"
 #include "server/worker.h"
 #include "state/app.h"
 #include "state/bootstrap.h"
@@ -178,6 +179,7 @@ int serve(const cli::Options& opts) {
   // Workers: each its own loop and listening socket on the same port.
   std::vector<std::unique_ptr<server::Worker>> workers;
   std::vector<std::unique_ptr<upstream::Client>> clients(cfg.workers);
+  std::unique_ptr<keys::HealthMonitor> monitor;  // outlives the workers' loops
   int port = cfg.port;
   auto opts_srv = server::ServerOptions::from(cfg);
   for (int i = 0; i < cfg.workers; ++i) {
@@ -192,7 +194,13 @@ int serve(const cli::Options& opts) {
     clients[i] = std::move(client.value());
     w->set_factory(dispatch::make_factory(app, *w, clients[i].get()));
     upstream::Client* c = clients[i].get();
-    w->set_on_stop([c] { c->close_idle(); });
+    // The first worker's loop also probes suspended keys; set up before its thread starts.
+    if (i == 0) monitor = std::make_unique<keys::HealthMonitor>(app, w->loop(), *c);
+    keys::HealthMonitor* m = i == 0 ? monitor.get() : nullptr;
+    w->set_on_stop([c, m] {
+      if (m) m->stop();
+      c->close_idle();
+    });
     workers.push_back(std::move(w));
     workers.back()->start(fd);
   }

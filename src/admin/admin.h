@@ -11,12 +11,17 @@
 #include "server/loop_post.h"
 #include "state/app.h"
 
+namespace keypool::upstream {
+class Client;
+}
+
 namespace keypool::admin {
 
 struct Env {
   state::App& app;
   server::LoopPost& post;  // the worker loop, for answers coming back from the store thread
   uv_loop_t* loop;         // the same loop, for timers
+  upstream::Client* client;  // the same loop's upstream client, for key probes
 };
 
 std::shared_ptr<server::RequestHandler> make_handler(Env env, router::Route route,

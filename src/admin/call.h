@@ -35,6 +35,7 @@ class Call : public server::RequestHandler, public std::enable_shared_from_this<
   // For endpoints.
   state::App& app() { return env_.app; }
   uv_loop_t* loop() { return env_.loop; }
+  upstream::Client* client() { return env_.client; }
   bool answered() const { return answered_ || !sink_; }
   const router::Route& route() const { return route_; }
   const http::RequestHead& head() const { return head_; }

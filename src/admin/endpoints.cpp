@@ -37,6 +37,7 @@ constexpr Endpoint kEndpoints[] = {
     {"keys", Id::Required, "", "DELETE", keys_delete},
     {"keys", Id::Required, "", "PATCH", keys_patch},
     {"keys", Id::Required, "rotate", "POST", keys_rotate},
+    {"keys", Id::Required, "test", "POST", keys_test},
     {"tokens", Id::None, "", "POST", tokens_create},
     {"tokens", Id::None, "", "GET", tokens_list},
     {"tokens", Id::Required, "", "DELETE", tokens_revoke},

@@ -23,6 +23,7 @@ void keys_list(Call& c);
 void keys_delete(Call& c);
 void keys_patch(Call& c);
 void keys_rotate(Call& c);
+void keys_test(Call& c);
 
 void tokens_create(Call& c);
 void tokens_list(Call& c);

@@ -2,6 +2,7 @@
 
 #include "admin/endpoints.h"
 #include "admin/fields.h"
+#include "keys/health.h"
 #include "router/router.h"
 
 namespace keypool::admin {
@@ -51,6 +52,11 @@ nlohmann::json key_json(const store::KeyRow& k, const std::optional<pool::KeySta
   if (st) {
     j["state"] = pool::state_name(st->state);
     if (st->cooling_until_ms) j["cooling_until"] = iso_time(st->cooling_until_ms);
+    if (st->suspension) {
+      j["suspended_reason"] = st->suspension->reason;
+      j["suspended_at"] = iso_time(st->suspension->at_ms);
+      j["next_probe_at"] = iso_time(st->suspension->next_probe_ms);
+    }
     j["inflight"] = st->inflight;
     nlohmann::json usage_j = nlohmann::json::array();
     for (const auto& u : st->usage)
@@ -73,15 +79,62 @@ nlohmann::json key_json(const store::KeyRow& k, const std::optional<pool::KeySta
   return j;
 }
 
+// The answer to a validation probe that did not pass: 422 with what the upstream said, or
+// 502 when the upstream itself failed (that says nothing about the key).
+Reply refused_by_probe(const keys::ProbeResult& r) {
+  bool key_fault = r.verdict == keys::ProbeVerdict::Fail;
+  nlohmann::json err = {{"code", key_fault ? "invalid_key" : "validation_failed"},
+                        {"message", (key_fault ? "the upstream refused the key: " : "could not validate the key: ") +
+                                        r.message},
+                        {"upstream_status", r.status},
+                        {"outcome", r.outcome}};
+  return Reply{key_fault ? 422 : 502, {{"error", err}}, {}};
+}
+
+void store_new_key(Call& c, std::shared_ptr<store::NewKey> nk, store::AuditRow audit) {
+  auto& app = c.app();
+  c.in_store([nk, audit, &app](store::Store& s) mutable -> Result<Reply> {
+    auto row = s.create_key(*nk, app.clock.now_ms());
+    if (!row) return row.error();
+    app.pool.upsert_key(key_info(*row), nk->value.clone());
+    audit.target = std::to_string(row->id);
+    (void)s.append_audit({audit});
+    return Reply{201, key_json(*row, app.pool.status(row->id), nullptr), {}};
+  });
+}
+
+// "validate": true: probe the service's health_check with the new value first; only a key
+// that passes is stored.
+void validate_then_store(Call& c, std::shared_ptr<store::NewKey> nk, store::AuditRow audit) {
+  auto services = c.app().services.snapshot();
+  auto svc = keys::probe_service(*services, nk->service);
+  if (!svc) return c.fail(make_error(ErrorCode::BadRequest, "field 'validate': " + svc.error().message));
+  if (!c.client()) return c.fail(make_error(ErrorCode::Unavailable, "no upstream client on this listener"));
+  auto value = std::make_shared<const Secret>(nk->value.clone());
+  std::weak_ptr<Call> weak = c.shared_from_this();
+  keys::probe(*c.client(), **svc, value, [weak, nk, audit](const keys::ProbeResult& r) {
+    auto self = weak.lock();
+    if (!self || self->answered()) return;
+    if (r.verdict != keys::ProbeVerdict::Pass) return self->reply(refused_by_probe(r));
+    auto row = audit;
+    auto details = nlohmann::json::parse(row.details_json, nullptr, false);
+    if (details.is_object()) details["validated_status"] = r.status;
+    row.details_json = details.dump();
+    store_new_key(*self, nk, row);
+  });
+}
+
 }  // namespace
 
 void keys_create(Call& c) {
   auto j = c.json_object();
   if (!j) return;
   if (auto r = only_fields(*j, {"name", "key", "tier", "service", "expires_at", "max_concurrent",
-                                "balance_total", "balance_unit"});
+                                "balance_total", "balance_unit", "validate"});
       !r)
     return c.fail(r.error());
+  auto validate = opt_bool(*j, "validate");
+  if (!validate) return c.fail(validate.error());
   auto name = req_string(*j, "name", 128);
   if (!name) return c.fail(name.error());
   auto tier = req_string(*j, "tier", 64);
@@ -111,15 +164,8 @@ void keys_create(Call& c) {
   nk->balance_total = *balance;
   nk->balance_unit = unit->value_or("");
   auto audit = audit_row(c, "key.create", "", {{"name", nk->name}, {"tier", nk->tier}, {"service", nk->service}});
-  auto& app = c.app();
-  c.in_store([nk, audit, &app](store::Store& s) mutable -> Result<Reply> {
-    auto row = s.create_key(*nk, app.clock.now_ms());
-    if (!row) return row.error();
-    app.pool.upsert_key(key_info(*row), nk->value.clone());
-    audit.target = std::to_string(row->id);
-    (void)s.append_audit({audit});
-    return Reply{201, key_json(*row, app.pool.status(row->id), nullptr), {}};
-  });
+  if (validate->value_or(false)) return validate_then_store(c, nk, audit);
+  store_new_key(c, nk, audit);
 }
 
 void keys_list(Call& c) {
@@ -186,11 +232,20 @@ void keys_patch(Call& c) {
   int64_t kid = *id;
   bool reenabled = p.enabled && *p.enabled;
   c.in_store([kid, p, audit, reenabled, &app](store::Store& s) -> Result<Reply> {
-    auto row = s.update_key(kid, p, app.clock.now_ms());
+    int64_t now = app.clock.now_ms();
+    auto row = s.update_key(kid, p, now);
     if (!row) return row.error();
     app.pool.update_key(key_info(*row));
-    if (reenabled) app.pool.cool_down(kid, 0);  // an admin's enable also ends a cooldown
     (void)s.append_audit({audit});
+    if (reenabled) {
+      app.pool.cool_down(kid, 0);  // an admin's enable also ends a cooldown
+      // ... and a suspension: the admin vouches for the key.
+      if (app.pool.unsuspend(kid)) {
+        (void)s.set_key_suspension(kid, "", now);
+        (void)s.append_audit({{0, now, "admin", "key.resume", std::to_string(kid),
+                               R"({"why":"enabled by admin","state":"active"})"}});
+      }
+    }
     return Reply{200, key_json(*row, app.pool.status(kid), nullptr), {}};
   });
 }
@@ -214,6 +269,30 @@ void keys_rotate(Call& c) {
     app.pool.set_value(kid, secret->clone());
     (void)s.append_audit({audit});
     return Reply{200, key_json(*row, app.pool.status(kid), nullptr), {}};
+  });
+}
+
+// POST /admin/keys/{id}/test: probe the key now and say what the upstream answered. A pass
+// lifts a suspension; a failure is only reported.
+void keys_test(Call& c) {
+  auto id = key_id(c);
+  if (!id) return c.fail(id.error());
+  if (!c.client()) return c.fail(make_error(ErrorCode::Unavailable, "no upstream client on this listener"));
+  auto& app = c.app();
+  std::weak_ptr<Call> weak = c.shared_from_this();
+  keys::test_key(app, *c.client(), *id, [weak, &app](Result<keys::KeyTest> t) {
+    auto self = weak.lock();
+    if (!self || self->answered()) return;
+    if (!t) return self->fail(t.error());
+    const auto& r = t->result;
+    nlohmann::json out = {{"key_id", t->key_id},
+                          {"result", keys::probe_verdict_name(r.verdict)},
+                          {"upstream_status", r.status},
+                          {"outcome", r.outcome},
+                          {"message", r.message},
+                          {"resumed", t->resumed}};
+    if (auto st = app.pool.status(t->key_id)) out["state"] = pool::state_name(st->state);
+    self->reply(200, std::move(out));
   });
 }
 

@@ -177,6 +177,12 @@ const Field kFields[] = {
      [](Config& c, Text t) { return set_positive(t, &c.proxy.write_high_watermark); }},
     {"proxy.extra_ca_file", "UPSTREAM_CA_FILE",
      [](Config& c, Text t) { return set_path(t, true, &c.proxy.extra_ca_file); }},
+    // A probe is one cheap upstream call per suspended key; a week between probes is the
+    // longest wait that still notices a key that came back.
+    {"health.probe_initial_s", "",
+     [](Config& c, Text t) { return set_int(t, 1, 604800, &c.health.probe_initial_s); }},
+    {"health.probe_max_s", "",
+     [](Config& c, Text t) { return set_int(t, 1, 604800, &c.health.probe_max_s); }},
     {"store.db_path", "DB_PATH", [](Config& c, Text t) { return set_path(t, false, &c.db_path); }},
     // 0 keeps the audit log for ever.
     {"audit.retention_days", "",

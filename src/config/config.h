@@ -48,6 +48,13 @@ struct UiOptions {  // the admin console's browser sessions (src/session)
   int64_t session_max_s = 43200;    // since login, however busy: logged out
 };
 
+// Suspended keys are probed with exponential backoff: the first probe probe_initial_s after
+// the suspension, then twice as long each time it fails, up to probe_max_s.
+struct HealthOptions {
+  int64_t probe_initial_s = 60;
+  int64_t probe_max_s = 3600;
+};
+
 struct Config {
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -66,6 +73,7 @@ struct Config {
   Timeouts timeouts;
   ProxyOptions proxy;
   UiOptions ui;
+  HealthOptions health;
   std::string source;  // the config file path that was read
 };
 

@@ -31,7 +31,8 @@ constexpr int64_t kMaxRateLimitRpm = 1'000'000;
 
 const std::vector<std::string_view> kServiceFields = {"name",           "display_name", "base_url",
                                                       "auth_scheme",    "auth_param",   "headers",
-                                                      "rate_limit_rpm", "feature",    "accept_query_token"};
+                                                      "rate_limit_rpm", "feature",    "accept_query_token",
+                                                      "key_errors",     "health_check"};
 
 // Fields as the front ends found them, types checked, nothing else.
 struct RawService {
@@ -39,6 +40,9 @@ struct RawService {
   std::optional<int64_t> rate_limit_rpm;
   bool accept_query_token = false;
   http::Headers headers;
+  // Nested fields arrive as JSON from both front ends (YAML is converted); build_service
+  // checks them like everything else.
+  std::optional<nlohmann::json> key_errors, health_check;
 };
 
 // ---- small validators --------------------------------------------------------------
@@ -110,6 +114,17 @@ Result<void> check_headers(const http::Headers& headers, AuthScheme scheme,
   return Ok{};
 }
 
+// A JSON object of header name to string value, appended to *out.
+Result<void> json_headers_into(const nlohmann::json& j, const std::string& source, const std::string& field,
+                               http::Headers* out) {
+  if (!j.is_object()) return field_error(source, field, "must be a mapping of header name to value");
+  for (const auto& [name, value] : j.items()) {
+    if (!value.is_string()) return field_error(source, field + "." + name, "must be a string");
+    out->push_back({name, value.get<std::string>()});
+  }
+  return Ok{};
+}
+
 // ---- the one validator ------------------------------------------------------------
 
 Result<void> check_name(const RawService& raw, const std::string& source) {
@@ -161,6 +176,103 @@ Result<void> fill_auth(const RawService& raw, const std::string& source, Service
   return Ok{};
 }
 
+// ---- key_errors and health_check ------------------------------------------------------
+
+const std::vector<std::string_view> kRuleFields = {"status", "body_contains", "action", "reason"};
+const std::vector<std::string_view> kCheckFields = {"method", "path", "expect", "headers"};
+
+std::optional<int> http_status(const nlohmann::json& v) {
+  if (!v.is_number_integer()) return std::nullopt;
+  auto n = v.get<int64_t>();
+  if (n < 100 || n > 599) return std::nullopt;
+  return static_cast<int>(n);
+}
+
+bool printable(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+}
+
+Result<KeyErrorRule> parse_rule(const nlohmann::json& j, const std::string& source, const std::string& field) {
+  if (!j.is_object()) return field_error(source, field, "must be a mapping with status and action");
+  KeyErrorRule r;
+  for (const auto& [k, v] : j.items()) {
+    if (std::find(kRuleFields.begin(), kRuleFields.end(), k) == kRuleFields.end())
+      return field_error(source, field + "." + k, "unknown field (expected " + join_names(kRuleFields) + ")");
+  }
+  auto status = j.contains("status") ? http_status(j["status"]) : std::nullopt;
+  if (!status) return field_error(source, field + ".status", "required: an HTTP status 100..599");
+  r.status = *status;
+  if (j.contains("body_contains") && !j["body_contains"].is_null()) {
+    const auto& b = j["body_contains"];
+    if (!b.is_string() || b.get_ref<const std::string&>().empty() || b.get_ref<const std::string&>().size() > 256 ||
+        !printable(b.get_ref<const std::string&>()))
+      return field_error(source, field + ".body_contains", "must be 1-256 printable characters");
+    r.body_contains = b.get<std::string>();
+  }
+  if (!j.contains("action") || !j["action"].is_string())
+    return field_error(source, field + ".action", "required: one of suspend, cooldown, pass");
+  auto action = parse_key_action(j["action"].get<std::string>());
+  if (!action) return field_error(source, field + ".action", action.error().message);
+  r.action = *action;
+  if (j.contains("reason") && !j["reason"].is_null()) {
+    if (r.action != KeyAction::Suspend) return field_error(source, field + ".reason", "only used with action suspend");
+    const auto& v = j["reason"];
+    if (!v.is_string() || !is_slug(v.get_ref<const std::string&>()))
+      return field_error(source, field + ".reason", "must match [a-z0-9][a-z0-9_-]{0,63}");
+    r.reason = v.get<std::string>();
+  }
+  return r;
+}
+
+Result<std::vector<KeyErrorRule>> parse_key_errors(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_array()) return field_error(source, "key_errors", "must be a list of rules");
+  if (j.size() > 64) return field_error(source, "key_errors", "at most 64 rules");
+  std::vector<KeyErrorRule> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    auto r = parse_rule(j[i], source, "key_errors[" + std::to_string(i) + "]");
+    if (!r) return r.error();
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+Result<HealthCheck> parse_health_check(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) return field_error(source, "health_check", "must be a mapping with method, path and expect");
+  for (const auto& [k, v] : j.items()) {
+    if (std::find(kCheckFields.begin(), kCheckFields.end(), k) == kCheckFields.end())
+      return field_error(source, "health_check." + k, "unknown field (expected " + join_names(kCheckFields) + ")");
+  }
+  HealthCheck h;
+  if (j.contains("method") && !j["method"].is_null()) {
+    if (!j["method"].is_string() || (j["method"] != "GET" && j["method"] != "HEAD"))
+      return field_error(source, "health_check.method", "must be GET or HEAD");
+    h.method = j["method"].get<std::string>();
+  }
+  const auto* path = j.contains("path") ? &j["path"] : nullptr;
+  if (!path || !path->is_string() || path->get_ref<const std::string&>().empty() ||
+      path->get_ref<const std::string&>()[0] != '/' || path->get_ref<const std::string&>().size() > 1024 ||
+      has_control(path->get_ref<const std::string&>()) || path->get_ref<const std::string&>().find(' ') != std::string::npos)
+    return field_error(source, "health_check.path", "required: a path starting with '/', without spaces");
+  h.path = path->get<std::string>();
+  if (j.contains("expect") && !j["expect"].is_null()) {
+    const auto& e = j["expect"];
+    if (!e.is_array() || e.empty() || e.size() > 16)
+      return field_error(source, "health_check.expect", "must be a list of 1-16 HTTP statuses");
+    h.expect.clear();
+    for (const auto& v : e) {
+      auto st = http_status(v);
+      if (!st) return field_error(source, "health_check.expect", "must be a list of 1-16 HTTP statuses");
+      h.expect.push_back(*st);
+    }
+  }
+  if (j.contains("headers") && !j["headers"].is_null()) {
+    RawService tmp;
+    if (auto r = json_headers_into(j["headers"], source, "health_check.headers", &tmp.headers); !r) return r.error();
+    h.headers = std::move(tmp.headers);
+  }
+  return h;
+}
+
 Result<ServiceDef> build_service(RawService raw, const std::string& source) {
   ServiceDef s;
   s.source = source;
@@ -193,6 +305,18 @@ Result<ServiceDef> build_service(RawService raw, const std::string& source) {
     return field_error(source, "feature",
                        quote(s.feature) + " must match [a-z0-9][a-z0-9_-]{0,63}");
   }
+  if (raw.key_errors) {
+    auto rules = parse_key_errors(*raw.key_errors, source);
+    if (!rules) return rules.error();
+    s.key_errors = std::move(*rules);
+  }
+  if (raw.health_check) {
+    auto check = parse_health_check(*raw.health_check, source);
+    if (!check) return check.error();
+    if (auto r = check_headers(check->headers, s.auth_scheme, source); !r)
+      return field_error(source, "health_check", r.error().message);
+    s.health_check = std::move(*check);
+  }
   return s;
 }
 
@@ -221,6 +345,37 @@ std::string* string_slot(RawService& raw, std::string_view key) {
 
 // ---- YAML front end ---------------------------------------------------------------
 
+// A nested YAML value as JSON, for the fields build_service checks as JSON. A plain scalar
+// of digits becomes a number (statuses); other scalars stay strings.
+Result<nlohmann::json> yaml_to_json(const YAML::Node& node, const std::string& source, const std::string& field) {
+  if (node.IsNull()) return nlohmann::json(nullptr);
+  if (node.IsScalar()) {
+    if (node.Tag() != "!") {  // "!" marks a quoted scalar: it stays a string
+      if (auto n = parse_uint(node.Scalar()); n && *n <= 1'000'000'000) return nlohmann::json(*n);
+    }
+    return nlohmann::json(node.Scalar());
+  }
+  if (node.IsSequence()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < node.size(); ++i) {
+      auto v = yaml_to_json(node[i], source, field + "[" + std::to_string(i) + "]");
+      if (!v) return v.error();
+      out.push_back(std::move(*v));
+    }
+    return out;
+  }
+  if (!node.IsMap()) return field_error(source, field, "unsupported YAML value");
+  auto entries = yaml_map_entries(node, source, field);
+  if (!entries) return entries.error();
+  nlohmann::json out = nlohmann::json::object();
+  for (auto& [k, v] : *entries) {
+    auto jv = yaml_to_json(v, source, join_field(field, k));
+    if (!jv) return jv.error();
+    out[k] = std::move(*jv);
+  }
+  return out;
+}
+
 Result<void> yaml_headers(const YAML::Node& node, const std::string& source, RawService* raw) {
   if (!node.IsMap())
     return field_error(source, "headers", "must be a mapping of header name to value");
@@ -238,6 +393,12 @@ Result<void> yaml_field(const std::string& key, const YAML::Node& value, const s
   // An empty value (`display_name:`) means "not given", so the default applies.
   if (value.IsNull()) return Ok{};
   if (key == "headers") return yaml_headers(value, source, raw);
+  if (key == "key_errors" || key == "health_check") {
+    auto j = yaml_to_json(value, source, key);
+    if (!j) return j.error();
+    (key == "key_errors" ? raw->key_errors : raw->health_check) = std::move(*j);
+    return Ok{};
+  }
   if (key == "rate_limit_rpm") {
     std::optional<int64_t> n = value.IsScalar() ? parse_uint(value.Scalar()) : std::nullopt;
     if (!n)
@@ -275,6 +436,14 @@ Result<void> json_field(const std::string& key, const nlohmann::json& value,
                         const std::string& source, RawService* raw) {
   if (value.is_null()) return Ok{};
   if (key == "headers") return json_headers(value, source, raw);
+  if (key == "key_errors") {
+    raw->key_errors = value;
+    return Ok{};
+  }
+  if (key == "health_check") {
+    raw->health_check = value;
+    return Ok{};
+  }
   if (key == "rate_limit_rpm") {
     if (!value.is_number_integer()) {
       return field_error(source, key,
@@ -374,6 +543,22 @@ std::string_view to_string(AuthScheme s) {
   return "bearer";  // unreachable: every enumerator is handled above
 }
 
+Result<KeyAction> parse_key_action(std::string_view s) {
+  if (s == "suspend") return KeyAction::Suspend;
+  if (s == "cooldown") return KeyAction::Cooldown;
+  if (s == "pass") return KeyAction::Pass;
+  return make_error(ErrorCode::Invalid, "unknown action " + quote(s) + " (expected suspend, cooldown, pass)");
+}
+
+std::string_view to_string(KeyAction a) {
+  switch (a) {
+    case KeyAction::Suspend: return "suspend";
+    case KeyAction::Cooldown: return "cooldown";
+    case KeyAction::Pass: return "pass";
+  }
+  return "pass";
+}
+
 std::string_view auth_header_name(AuthScheme s) {
   switch (s) {
     case AuthScheme::Bearer:
@@ -431,6 +616,24 @@ nlohmann::json service_to_json(const ServiceDef& s) {
   // Only where it means something, so the output is accepted by service_from_json.
   if (s.auth_scheme == AuthScheme::QueryParam) j["auth_param"] = s.auth_param;
   for (const auto& h : s.headers) j["headers"][h.name] = h.value;
+  if (!s.key_errors.empty()) {
+    auto& rules = j["key_errors"] = nlohmann::json::array();
+    for (const auto& r : s.key_errors) {
+      nlohmann::json rj = {{"status", r.status}, {"action", std::string(to_string(r.action))}};
+      if (!r.body_contains.empty()) rj["body_contains"] = r.body_contains;
+      if (!r.reason.empty()) rj["reason"] = r.reason;
+      rules.push_back(std::move(rj));
+    }
+  }
+  if (s.health_check) {
+    const auto& h = *s.health_check;
+    nlohmann::json hj = {{"method", h.method}, {"path", h.path}, {"expect", h.expect}};
+    if (!h.headers.empty()) {
+      hj["headers"] = nlohmann::json::object();
+      for (const auto& x : h.headers) hj["headers"][x.name] = x.value;
+    }
+    j["health_check"] = std::move(hj);
+  }
   return j;
 }
 

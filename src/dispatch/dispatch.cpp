@@ -55,7 +55,7 @@ class Factory final : public server::HandlerFactory {
     // over HTTP/1.1, and the connection closes after it (see server::Connection).
     head.upgrade = false;
     if (route->kind == router::RouteKind::Ui) return ui::make_handler(app_, std::move(route.value()), std::move(head), sink);
-    return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop()}, std::move(route.value()), std::move(head),
+    return admin::make_handler(admin::Env{app_, worker_.post(), worker_.loop(), client_}, std::move(route.value()), std::move(head),
                                sink);
   }
 

@@ -239,7 +239,7 @@ Result<Lease> Pool::lease(const QueryView& q) {
   if (matched == 0) return make_error(ErrorCode::Unavailable, "no keys for " + describe_query(q));
   if (soonest == kNever) {
     return make_error(ErrorCode::Unavailable, "no usable keys for " + describe_query(q) +
-                                                  " (all disabled, expired or already tried)");
+                                                  " (all disabled, suspended, expired or already tried)");
   }
   Error e = make_error(ErrorCode::RateLimited, "all keys for " + describe_query(q) + " are busy");
   e.retry_after_s = std::max<int64_t>(1, ceil_seconds(soonest));
@@ -265,7 +265,7 @@ std::optional<Lease> Pool::try_affinity(Group& g, const QueryView& q, int64_t no
 // when waiting will not help.
 int64_t Pool::try_take(Member& m, std::string_view feature, int64_t limit, int64_t now) {
   KeyEntry& k = *m.key;
-  if (!k.info.enabled || is_expired(k.info, now)) return kNever;
+  if (!k.info.enabled || k.suspension || is_expired(k.info, now)) return kNever;
   int64_t wait = std::max<int64_t>(k.cooling_until_ms - now, 0);
   if (k.info.max_concurrent > 0 && k.inflight >= k.info.max_concurrent) wait = std::max(wait, kBusyWaitMs);
   if (!m.window) {
@@ -350,6 +350,57 @@ void Pool::disable(int64_t key_id, std::string reason) {
   it->second.info.disabled_reason = std::move(reason);
 }
 
+bool Pool::suspend(int64_t key_id, Suspension s) {
+  std::lock_guard lock(mu_);
+  auto it = keys_.find(key_id);
+  if (it == keys_.end() || it->second.suspension) return false;
+  it->second.suspension = std::move(s);
+  it->second.probing = false;
+  return true;
+}
+
+bool Pool::unsuspend(int64_t key_id) {
+  std::lock_guard lock(mu_);
+  auto it = keys_.find(key_id);
+  if (it == keys_.end() || !it->second.suspension) return false;
+  it->second.suspension.reset();
+  it->second.probing = false;
+  // A key suspended for quota may also have been cooling; it starts afresh.
+  it->second.cooling_until_ms = 0;
+  return true;
+}
+
+std::vector<ProbeTask> Pool::take_due_probes(int64_t now_ms) {
+  std::vector<ProbeTask> out;
+  std::lock_guard lock(mu_);
+  for (auto& [id, k] : keys_) {
+    if (!k.suspension || k.probing || k.suspension->next_probe_ms > now_ms) continue;
+    // An admin's disable or an expiry outranks the suspension: probing would change nothing.
+    if (!k.info.enabled || is_expired(k.info, now_ms)) continue;
+    k.probing = true;
+    out.push_back(ProbeTask{id, k.info.service, k.value, k.suspension->probe_backoff_ms});
+  }
+  return out;
+}
+
+void Pool::probe_failed(int64_t key_id, int64_t next_probe_ms, int64_t backoff_ms) {
+  std::lock_guard lock(mu_);
+  auto it = keys_.find(key_id);
+  if (it == keys_.end()) return;
+  it->second.probing = false;
+  if (!it->second.suspension) return;
+  it->second.suspension->next_probe_ms = next_probe_ms;
+  it->second.suspension->probe_backoff_ms = backoff_ms;
+}
+
+std::optional<ProbeTask> Pool::probe_task(int64_t key_id) const {
+  std::lock_guard lock(mu_);
+  auto it = keys_.find(key_id);
+  if (it == keys_.end()) return std::nullopt;
+  const KeyEntry& k = it->second;
+  return ProbeTask{key_id, k.info.service, k.value, k.suspension ? k.suspension->probe_backoff_ms : 0};
+}
+
 // ---- status -----------------------------------------------------------------------------
 
 KeyStatus Pool::describe(const KeyEntry& k, int64_t now) const {
@@ -357,8 +408,10 @@ KeyStatus Pool::describe(const KeyEntry& k, int64_t now) const {
   s.info = k.info;
   s.cooling_until_ms = k.cooling_until_ms > now ? k.cooling_until_ms : 0;
   s.inflight = k.inflight;
+  s.suspension = k.suspension;
   if (!k.info.enabled) s.state = KeyState::Disabled;
   else if (is_expired(k.info, now)) s.state = KeyState::Expired;
+  else if (k.suspension) s.state = KeyState::Suspended;
   else if (s.cooling_until_ms != 0) s.state = KeyState::Cooling;
   else s.state = KeyState::Active;
 

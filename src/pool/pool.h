@@ -87,18 +87,39 @@ struct Query {
   }
 };
 
-enum class KeyState { Active, Disabled, Cooling, Expired };
+// Disabled is an admin's decision; Suspended is keypool's, after the upstream said the key
+// is invalid or out of quota, and a passing health probe lifts it.
+enum class KeyState { Active, Cooling, Suspended, Disabled, Expired };
 
-// "active", "disabled", "cooling", "expired": the names the admin API and metrics show.
+// "active", "cooling", "suspended", "disabled", "expired": the names the admin API, the CLI,
+// metrics and audit show.
 inline const char* state_name(KeyState s) {
   switch (s) {
     case KeyState::Active: return "active";
-    case KeyState::Disabled: return "disabled";
     case KeyState::Cooling: return "cooling";
+    case KeyState::Suspended: return "suspended";
+    case KeyState::Disabled: return "disabled";
     case KeyState::Expired: return "expired";
   }
   return "active";
 }
+
+// A key taken out by keypool. Probes start probe_backoff_ms after the suspension and the
+// wait doubles after each failed one (the caller computes it; the pool only keeps it).
+struct Suspension {
+  std::string reason;  // "invalid", "quota" or a key_errors rule's reason
+  int64_t at_ms = 0;
+  int64_t next_probe_ms = 0;
+  int64_t probe_backoff_ms = 0;
+};
+
+// A suspended key whose probe is due, handed to the health monitor.
+struct ProbeTask {
+  int64_t key_id = 0;
+  std::string service;
+  std::shared_ptr<const Secret> value;
+  int64_t probe_backoff_ms = 0;
+};
 
 struct FeatureUsage {
   std::string feature;
@@ -109,6 +130,7 @@ struct KeyStatus {
   KeyInfo info;
   KeyState state = KeyState::Active;
   int64_t cooling_until_ms = 0;
+  std::optional<Suspension> suspension;
   int64_t inflight = 0;
   std::vector<FeatureUsage> usage;  // the tier's features, then any fallback-budget windows
 };
@@ -148,6 +170,19 @@ class Pool {
   void cap_cooldown(int64_t key_id, int64_t until_ms);
   void disable(int64_t key_id, std::string reason);
 
+  // Takes the key out of rotation until unsuspend(). False when the key is unknown or
+  // already suspended (two workers may report the same key): nothing changed then.
+  bool suspend(int64_t key_id, Suspension s);
+  // True when the key was suspended (and now is not).
+  bool unsuspend(int64_t key_id);
+  // Suspended keys whose next probe is due at now_ms; each is handed out once, until
+  // probe_failed() (or unsuspend()) settles it.
+  std::vector<ProbeTask> take_due_probes(int64_t now_ms);
+  // The probe did not pass: the next one is at next_probe_ms, after waiting backoff_ms.
+  void probe_failed(int64_t key_id, int64_t next_probe_ms, int64_t backoff_ms);
+  // The key's value and service, for an on-demand probe; nullopt for an unknown id.
+  std::optional<ProbeTask> probe_task(int64_t key_id) const;
+
   std::optional<KeyStatus> status(int64_t key_id) const;
   std::vector<KeyStatus> statuses() const;  // in id order
   bool tier_exists(const std::string& name) const;
@@ -162,6 +197,8 @@ class Pool {
     KeyInfo info;
     std::shared_ptr<const Secret> value;
     int64_t cooling_until_ms = 0;
+    std::optional<Suspension> suspension;
+    bool probing = false;  // handed out by take_due_probes, not settled yet
     int64_t inflight = 0;  // leases holding a concurrency slot
     // feature -> window, created at the first lease of that feature. Map nodes never move,
     // so groups may point at a window for as long as its key exists.

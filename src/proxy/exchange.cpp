@@ -7,6 +7,7 @@
 #include <typeinfo>
 
 #include "base/strings.h"
+#include "keys/report.h"
 #include "proxy/cooldown.h"
 #include "server/status.h"
 #include "server/timer.h"
@@ -17,10 +18,6 @@ namespace {
 
 constexpr size_t kMaxHeldErrorBody = 256 * 1024;
 constexpr int64_t kWaitPollMs = 25;  // how often a request waiting for a key (max_wait_ms) looks again
-
-bool failover_status(int status) {
-  return status == 429 || status == 401 || status == 403 || (status >= 500 && status <= 599);
-}
 
 // Response headers that describe this hop only (RFC 9110 §7.6.1) or that keypool frames
 // itself.
@@ -355,11 +352,75 @@ void ProxyExchange::on_response_head(upstream::ResponseHead& head) {
     return on_error(upstream::ErrorKind::Protocol,
                     "upstream " + svc_->name + " answered 101 Switching Protocols to a request without Upgrade");
   }
-  if (failover_status(head.status) && !streaming_) {
-    on_key_refused(head.status, head.headers);
-    if (try_failover("upstream answered " + std::to_string(head.status))) return;
+  if (head.status >= 400 && !streaming_) {
+    if (keys::needs_body(*svc_, head.status) && head_.method != "HEAD") {
+      // What the answer means for the key is in its body. Error answers are held anyway (to
+      // mask the key), so the head goes the usual way and the answer is judged once the
+      // first bytes of its body are here, decoded (inspect_body).
+      inspecting_.emplace(Inspection{head.status, head.headers});
+    } else if (auto why = judge_answer(head.status, head.headers, {}); why && try_failover(*why)) {
+      return;
+    }
   }
   forward_head(head);
+}
+
+// Acts on what the answer says about the key (keys/outcome.h). Returns why the request
+// should go on to another key, or nullopt when this answer goes to the client.
+std::optional<std::string> ProxyExchange::judge_answer(int status, const http::Headers& headers,
+                                                       std::string_view body) {
+  auto& app = env_.app;
+  keys::Outcome outcome = keys::classify(*svc_, status, body);
+  if (outcome.verdict == keys::Verdict::Serve || !lease_) return std::nullopt;
+  app.metrics.key_outcome(svc_->name, keys::outcome_name(outcome));
+  std::optional<int64_t> wait;
+  if (outcome.verdict == keys::Verdict::RateLimited) wait = cooldown_ms(headers, app.clock.now_ms());
+  auto applied = keys::report(app, {lease_->key_id, svc_->name, token_->tier, storm_scope()}, outcome, status, wait);
+  // Past the blast-radius cap the key stays, and so does the answer: the client sees it.
+  if (applied == keys::Applied::Capped || !keys::fails_over(outcome.verdict)) return std::nullopt;
+  return "upstream answered " + std::to_string(status) + " (" + std::string(keys::outcome_name(outcome)) + ")";
+}
+
+// The one place an error body is read before it is judged: decoded text, as the client
+// would get it. Holds at most kMaxInspectedBody, then decides.
+void ProxyExchange::inspect_body(std::string_view data) {
+  size_t take = std::min(keys::kMaxInspectedBody - inspected_.size(), data.size());
+  inspected_.append(data.substr(0, take));
+  if (inspected_.size() < keys::kMaxInspectedBody) return;
+  if (end_inspection()) return;  // failed over: `data` (the decoder's) is not touched again
+  if (take < data.size()) take_body(data.substr(take));
+}
+
+// Judges the inspected answer; true when the request went on to another key. Otherwise the
+// inspected bytes go the way of any error body (held, masked, sent).
+bool ProxyExchange::end_inspection() {
+  Inspection ins = std::move(*inspecting_);
+  inspecting_.reset();
+  std::string body;
+  body.swap(inspected_);
+  if (auto why = judge_answer(ins.status, ins.headers, body); why && retract_and_fail_over(*why)) return true;
+  if (!body.empty()) take_body(body);
+  return false;
+}
+
+// An error answer is held until its end to mask the key, so one that the key's outcome sends
+// elsewhere has not reached the client: drop what forward_head set up and try the next key.
+// False, with nothing changed, when there is no next key or the answer already went out.
+bool ProxyExchange::retract_and_fail_over(const std::string& why) {
+  if (!sink_ || !mask_errors_ || held_sent_) return false;
+  streaming_ = false;
+  if (!try_failover(why)) {
+    streaming_ = true;
+    return false;
+  }
+  mask_errors_ = false;
+  std::string().swap(held_);
+  held_head_.clear();
+  decoder_.reset();
+  decoding_ = Decoding::Flowing;
+  usage_.reset();
+  status_ = 0;
+  return true;
 }
 
 void ProxyExchange::forward_head(upstream::ResponseHead& head) {
@@ -466,7 +527,7 @@ void ProxyExchange::decode_body(std::string_view data) {
 // queue, nor a long burst of work on the loop. The client connection says when its queue
 // passes the mark (on_write_blocked), in the middle of take_body if need be.
 void ProxyExchange::drain_decoder() {
-  while (sink_) {
+  while (sink_ && decoder_) {  // a failover (end_inspection) drops the decoder
     if (client_blocked_) {
       decoder_->hold();
       decoding_ = Decoding::Paused;
@@ -514,6 +575,7 @@ void ProxyExchange::decode_failed(const std::string& message) {
 }
 
 void ProxyExchange::take_body(std::string_view data) {
+  if (inspecting_) return inspect_body(data);
   if (usage_) usage_->feed(data);
   if (mask_errors_) {
     if (held_.size() + data.size() <= kMaxHeldErrorBody) {
@@ -558,6 +620,7 @@ void ProxyExchange::on_response_end() {
     // The body's framing ended; the coded stream must have ended with it.
     if (auto done = decoder_->finish(); !done) return decode_failed(done.error().message);
   }
+  if (inspecting_ && end_inspection()) return;
   if (mask_errors_ && !held_sent_) flush_held(true);
   response_done_ = true;
   bool ok = status_ < 400;
@@ -571,6 +634,8 @@ void ProxyExchange::on_error(upstream::ErrorKind kind, const std::string& messag
   const char* kind_name = upstream::error_kind_name(kind);
   env_.app.metrics.upstream_error(svc_->name, kind_name);
   if (kind == upstream::ErrorKind::Stale && retry_stale(message)) return;
+  inspecting_.reset();  // an error answer cut short: judged as the failure it became
+  std::string().swap(inspected_);
   log::warn("upstream error", {{"service", svc_->name}, {"key_id", lease_ ? lease_->key_id : 0},
                                {"kind", kind_name}, {"error", message}, {"attempt", attempts_}});
   if (!streaming_ && !tunnel_ && try_failover(std::string("upstream ") + kind_name)) return;
@@ -611,45 +676,6 @@ bool ProxyExchange::retry_stale(const std::string& message) {
 const std::string& ProxyExchange::storm_scope() {
   if (storm_scope_.empty()) storm_scope_ = svc_->name + "/" + token_->tier;
   return storm_scope_;
-}
-
-// A 401/403 means the key is bad: take it out until an admin looks. A 429 means it is
-// spent: cool it for as long as the upstream says.
-void ProxyExchange::on_key_refused(int status, const http::Headers& headers) {
-  if (!lease_) return;
-  auto& app = env_.app;
-  int64_t id = lease_->key_id;
-  int64_t now = app.clock.now_ms();
-  if (status == 429) {
-    int64_t ms = cooldown_ms(headers, now).value_or(app.cfg.proxy.default_cooldown_s * 1000);
-    size_t pool_keys = app.pool.pool_size(svc_->name, token_->tier);
-    std::vector<int64_t> storm_keys;
-    if (app.storms.note_429(storm_scope(), id, now, pool_keys, &storm_keys)) {
-      // Most keys hit 429 together: the limit is on our address, not on the keys.
-      // Keep the keys usable; the client gets the 429 with a short Retry-After.
-      ms = std::min<int64_t>(ms, 1000);
-      // The keys that answered 429 before the storm showed were cooled for the full wait:
-      // bring them down to the same short cooldown.
-      for (int64_t k : storm_keys) {
-        if (k == id) continue;
-        app.pool.cap_cooldown(k, now + ms);
-      }
-    }
-    app.pool.cool_down(id, now + ms);
-    app.recorder.audit({0, now, "system", "key.cooldown", std::to_string(id),
-                        "{\"until_ms\":" + std::to_string(now + ms) + ",\"status\":429}"});
-  } else if (status == 401 || status == 403) {
-    std::string reason = "upstream answered " + std::to_string(status);
-    app.pool.disable(id, reason);
-    app.store.post([id, reason, now](store::Store& s) {
-      store::KeyPatch p;
-      p.enabled = false;
-      p.disabled_reason = reason;
-      (void)s.update_key(id, p, now);
-      (void)s.append_audit({{0, now, "system", "key.disable", std::to_string(id),
-                             "{\"reason\":\"" + reason + "\"}"}});
-    });
-  }
 }
 
 // Tries the next key when nothing reached the client yet and the body can be sent again.

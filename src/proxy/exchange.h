@@ -77,7 +77,10 @@ class ProxyExchange final : public server::RequestHandler,
   void send_attempt(upstream::Client::Reuse reuse);
   bool retry_stale(const std::string& message);
   bool try_failover(const std::string& why);
-  void on_key_refused(int status, const http::Headers& headers);
+  std::optional<std::string> judge_answer(int status, const http::Headers& headers, std::string_view body);
+  void inspect_body(std::string_view data);
+  bool end_inspection();
+  bool retract_and_fail_over(const std::string& why);
   const std::string& storm_scope();
   void forward_head(upstream::ResponseHead& head);
   bool take_coding(upstream::ResponseHead& head, bool no_body);
@@ -123,6 +126,15 @@ class ProxyExchange final : public server::RequestHandler,
   bool response_done_ = false;
   bool tunnel_ = false;
   bool mask_errors_ = false;    // status >= 400: hold the body to mask the key in it
+  // An error answer whose meaning for the key depends on its body: its status and headers
+  // wait here while up to keys::kMaxInspectedBody decoded bytes of the body gather in
+  // inspected_ (the answer itself is held like every error answer, see mask_errors_).
+  struct Inspection {
+    int status = 0;
+    http::Headers headers;
+  };
+  std::optional<Inspection> inspecting_;
+  std::string inspected_;
   std::string held_;            // held error body
   http::Headers held_head_;     // the head that goes out with it
   bool held_sent_ = false;

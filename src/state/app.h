@@ -37,6 +37,7 @@ struct App {
   TokenLimits token_limits;
   StormDetector storms;
   session::Store sessions;  // the console's logins (memory only, this process only)
+  SuspensionGuard suspensions;
 };
 
 }  // namespace keypool::state

@@ -18,7 +18,15 @@ Result<void> load_state(App& app, store::Store& s) {
   // A wrong ENCRYPTION_KEY or a tampered row stops start-up here, naming the key.
   auto keys = s.load_keys();
   if (!keys) return keys.error();
-  for (auto& k : *keys) app.pool.upsert_key(admin::key_info(k.row), std::move(k.value));
+  const int64_t now = app.clock.now_ms();
+  const int64_t first_probe_ms = app.cfg.health.probe_initial_s * 1000;
+  for (auto& k : *keys) {
+    app.pool.upsert_key(admin::key_info(k.row), std::move(k.value));
+    // A suspension survives a restart; its probes start over.
+    if (!k.row.suspended_reason.empty())
+      app.pool.suspend(k.row.id, pool::Suspension{k.row.suspended_reason, k.row.suspended_at,
+                                                  now + first_probe_ms, first_probe_ms});
+  }
 
   auto tokens = s.list_tokens();
   if (!tokens) return tokens.error();

@@ -28,16 +28,31 @@ nlohmann::json health_json(App& app) {
   std::map<std::string, int64_t> totals;
   for (const auto& st : statuses) {
     auto& t = tiers[st.info.tier];
-    if (t.is_null()) t = {{"total", 0}, {"active", 0}, {"disabled", 0}, {"cooling", 0}, {"expired", 0}};
+    if (t.is_null())
+      t = {{"total", 0}, {"active", 0}, {"cooling", 0}, {"suspended", 0}, {"disabled", 0}, {"expired", 0}};
     t["total"] = t["total"].get<int64_t>() + 1;
     t[pool::state_name(st.state)] = t[pool::state_name(st.state)].get<int64_t>() + 1;
     totals[pool::state_name(st.state)]++;
   }
   auto [down, up] = connections();
+  // Pools where the blast-radius cap refused suspensions: an upstream (or a key_errors rule)
+  // called more keys bad than keypool would take out.
+  nlohmann::json capped = nlohmann::json::array();
+  int64_t now = app.clock.now_ms();
+  for (const auto& c : app.suspensions.capped(now)) {
+    auto slash = c.scope.find('/');
+    capped.push_back({{"service", c.scope.substr(0, slash)},
+                      {"tier", slash == std::string::npos ? "" : c.scope.substr(slash + 1)},
+                      {"capped", c.capped},
+                      {"last_capped_ms", c.last_capped_ms},
+                      {"suspended_last_60s", c.recent}});
+  }
   return {{"status", "ok"},
           {"pool_size", statuses.size()},
-          {"keys", {{"total", statuses.size()}, {"active", totals["active"]}, {"disabled", totals["disabled"]},
-                    {"cooling", totals["cooling"]}, {"expired", totals["expired"]}}},
+          {"keys", {{"total", statuses.size()}, {"active", totals["active"]}, {"cooling", totals["cooling"]},
+                    {"suspended", totals["suspended"]}, {"disabled", totals["disabled"]},
+                    {"expired", totals["expired"]}}},
+          {"suspension_cap", capped},
           {"tiers", tiers},
           {"services", app.services.snapshot()->size()},
           {"tokens", app.tokens.size()},

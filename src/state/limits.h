@@ -1,5 +1,6 @@
 #pragma once
 // Limits that sit beside the key pool: per-token rpm caps and 429-storm detection.
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -67,6 +68,57 @@ class StormDetector {
   struct Scope {
     std::deque<std::pair<int64_t, int64_t>> hits;  // (time, key id)
     int64_t until_ms = 0;
+  };
+  std::mutex mu_;
+  std::map<std::string, Scope> scopes_;
+};
+
+// Blast radius: keypool suspends keys on the upstream's word, and a wrong word (a provider
+// answering 401 to a bad request, a rule that matches too much) must not take a whole pool
+// out. Within any kWindowMs, at most half of a pool's keys may be suspended; past that the
+// answer goes to the client as it came and the key stays in. One scope per (service, tier).
+class SuspensionGuard {
+ public:
+  static constexpr int64_t kWindowMs = 60'000;
+
+  // Counts a suspension of a key of `scope` (pool_keys keys) and returns true when it is
+  // allowed; false (counted as capped) when half the pool was suspended in the window.
+  bool allow(const std::string& scope, int64_t now_ms, size_t pool_keys) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& s = scopes_[scope];
+    while (!s.recent.empty() && s.recent.front() <= now_ms - kWindowMs) s.recent.pop_front();
+    if (s.recent.size() * 2 >= std::max<size_t>(pool_keys, 1)) {
+      s.capped++;
+      s.last_capped_ms = now_ms;
+      return false;
+    }
+    s.recent.push_back(now_ms);
+    return true;
+  }
+
+  struct Report {
+    std::string scope;
+    uint64_t capped = 0;
+    int64_t last_capped_ms = 0;
+    size_t recent = 0;  // suspensions in the window
+  };
+  // Scopes that were ever capped, for /admin/health and /metrics.
+  std::vector<Report> capped(int64_t now_ms) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Report> out;
+    for (auto& [scope, s] : scopes_) {
+      if (!s.capped) continue;
+      size_t recent = std::count_if(s.recent.begin(), s.recent.end(), [&](int64_t t) { return t > now_ms - kWindowMs; });
+      out.push_back({scope, s.capped, s.last_capped_ms, recent});
+    }
+    return out;
+  }
+
+ private:
+  struct Scope {
+    std::deque<int64_t> recent;  // suspension times
+    uint64_t capped = 0;
+    int64_t last_capped_ms = 0;
   };
   std::mutex mu_;
   std::map<std::string, Scope> scopes_;

@@ -98,6 +98,12 @@ CREATE TABLE token_usage (
   last_error    TEXT NOT NULL DEFAULT ''
 );
 )sql"},
+    // Suspension is keypool's own decision (the upstream said the key is invalid or out of
+    // quota), kept apart from `enabled`, which is an admin's. A restart keeps it.
+    {3, "key suspension", R"sql(
+ALTER TABLE keys ADD COLUMN suspended_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE keys ADD COLUMN suspended_at INTEGER NOT NULL DEFAULT 0;
+)sql"},
     // 3 is key suspension (another change); this one does not depend on it.
     {4, "scoped tokens, token rotation, bootstrap-managed objects", R"sql(
 -- Tokens created before this version could take keys out through GET /key: they keep

@@ -16,7 +16,8 @@ using nlohmann::json;
 // Column lists shared by several queries; literals so they concatenate at compile time.
 #define KP_KEY_COLS                                                                        \
   "id, name, tier, service, hint, enabled, disabled_reason, disabled_at, expires_at, "    \
-  "max_concurrent, balance_total, balance_unit, created_at, updated_at, source"
+  "max_concurrent, balance_total, balance_unit, created_at, updated_at, source, " \
+  "suspended_reason, suspended_at"
 #define KP_TOKEN_COLS                                                                     \
   "id, name, tier, services_json, expires_at, rpm, hash_hex, prefix, created_at, revoked_at, " \
   "allow_key_handout, prev_hash_hex, prev_valid_until, source"
@@ -63,6 +64,8 @@ KeyRow read_key(const Stmt& st) {
   k.created_at = st.i64(12);
   k.updated_at = st.i64(13);
   k.source = st.text(14);
+  k.suspended_reason = st.text(15);
+  k.suspended_at = st.i64(16);
   return k;
 }
 
@@ -396,7 +399,7 @@ Result<std::vector<KeyWithValue>> Store::load_keys() {
   int rc;
   while ((rc = st.step()) == SQLITE_ROW) {
     KeyRow row = read_key(st);
-    auto value = crypto::open(key_, st.blob(15), std::to_string(row.id));
+    auto value = crypto::open(key_, st.blob(17), std::to_string(row.id));
     if (!value)
       return corrupt(key_label(row.id) +
                      ": cannot decrypt: wrong ENCRYPTION_KEY or tampered row");
@@ -430,6 +433,16 @@ Result<KeyRow> Store::rotate_key(int64_t id, const Secret& new_value, int64_t no
   if (auto w = write_key_value(id, new_value, key_, now); !w) return w.error();
   if (tx.commit() != SQLITE_OK) return db_error("cannot rotate key");
   return get_key(id);
+}
+
+Result<void> Store::set_key_suspension(int64_t id, const std::string& reason, int64_t at) {
+  Stmt st(db_, "UPDATE keys SET suspended_reason = ?2, suspended_at = ?3 WHERE id = ?1");
+  st.bind_int(1, id);
+  st.bind_text(2, reason);
+  st.bind_int(3, reason.empty() ? 0 : at);
+  if (st.step() != SQLITE_DONE) return db_error("cannot record key suspension");
+  if (sqlite3_changes(db_) == 0) return not_found(key_label(id));
+  return Ok{};
 }
 
 Result<void> Store::delete_key(int64_t id) {

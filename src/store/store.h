@@ -55,6 +55,8 @@ struct KeyRow {
   std::string balance_unit;
   int64_t created_at = 0, updated_at = 0;
   std::string source = kSourceAdmin;
+  std::string suspended_reason;  // "" = not suspended
+  int64_t suspended_at = 0;
 };
 
 struct KeyWithValue {
@@ -172,6 +174,9 @@ class Store {
   Result<std::vector<KeyWithValue>> load_keys();
   Result<KeyRow> update_key(int64_t id, const KeyPatch& patch, int64_t now);
   Result<KeyRow> rotate_key(int64_t id, const Secret& new_value, int64_t now);
+  // Records keypool's suspension of a key (reason "" lifts it). Not an admin change:
+  // updated_at is kept. NotFound for an unknown id.
+  Result<void> set_key_suspension(int64_t id, const std::string& reason, int64_t at);
   Result<void> delete_key(int64_t id);
   // Whether the key's stored value is `value` (compared by keyed fingerprint).
   Result<bool> key_value_is(int64_t id, const Secret& value);

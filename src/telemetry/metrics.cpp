@@ -126,6 +126,21 @@ void Metrics::rate_limited(const std::string& scope) {
   count(History::Series::RateLimited);
 }
 
+void Metrics::key_outcome(const std::string& service, std::string_view outcome) {
+  std::lock_guard<std::mutex> lock(mu_);
+  key_outcomes_[{service, std::string(outcome), ""}]++;
+}
+
+void Metrics::suspension_capped(const std::string& service, const std::string& tier) {
+  std::lock_guard<std::mutex> lock(mu_);
+  suspensions_capped_[{service, tier, ""}]++;
+}
+
+void Metrics::probe(const std::string& service, std::string_view result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  probes_[{service, std::string(result), ""}]++;
+}
+
 std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
@@ -160,6 +175,18 @@ std::string Metrics::render(const std::vector<std::string>& gauge_lines) const {
   out += "# TYPE keypool_rate_limited_total counter\n";
   for (const auto& [scope, v] : rate_limited_)
     out += "keypool_rate_limited_total{scope=\"" + scope + "\"} " + std::to_string(v) + "\n";
+  out += "# HELP keypool_key_outcomes_total Upstream error answers by what they said about the key.\n";
+  out += "# TYPE keypool_key_outcomes_total counter\n";
+  for (const auto& [k, v] : key_outcomes_)
+    out += "keypool_key_outcomes_total{service=\"" + k.a + "\",outcome=\"" + k.b + "\"} " + std::to_string(v) + "\n";
+  out += "# HELP keypool_suspensions_capped_total Suspensions refused because half the pool was suspended within 60 s.\n";
+  out += "# TYPE keypool_suspensions_capped_total counter\n";
+  for (const auto& [k, v] : suspensions_capped_)
+    out += "keypool_suspensions_capped_total{service=\"" + k.a + "\",tier=\"" + k.b + "\"} " + std::to_string(v) + "\n";
+  out += "# HELP keypool_health_probes_total Health probes of keys by result.\n";
+  out += "# TYPE keypool_health_probes_total counter\n";
+  for (const auto& [k, v] : probes_)
+    out += "keypool_health_probes_total{service=\"" + k.a + "\",result=\"" + k.b + "\"} " + std::to_string(v) + "\n";
   for (const auto& line : gauge_lines) out += line;
   return out;
 }

@@ -60,6 +60,13 @@ class Metrics {
   void upstream_error(const std::string& service, const std::string& kind);
   void failover(const std::string& service);
   void rate_limited(const std::string& scope);
+  // What an upstream error answer said about the key (keys/outcome.h): refused, rate_limited,
+  // invalid, quota, upstream_failed, or a key_errors rule's reason.
+  void key_outcome(const std::string& service, std::string_view outcome);
+  // A suspension the blast-radius cap refused.
+  void suspension_capped(const std::string& service, const std::string& tier);
+  // A health probe's result: pass, fail or error.
+  void probe(const std::string& service, std::string_view result);
   // Renders everything, plus the gauges the caller computes (keys by state, budgets,
   // connections) passed in as ready-made lines.
   std::string render(const std::vector<std::string>& gauge_lines) const;
@@ -98,6 +105,9 @@ class Metrics {
   int64_t (*now_ms_)() = nullptr;         // nullptr: the system clock
   int64_t now() const;
   void count(History::Series s);          // mu_ held
+  std::map<Key, uint64_t> key_outcomes_;         // service, outcome
+  std::map<Key, uint64_t> suspensions_capped_;   // service, tier
+  std::map<Key, uint64_t> probes_;               // service, result
 };
 
 }  // namespace keypool::telemetry

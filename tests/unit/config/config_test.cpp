@@ -291,7 +291,7 @@ TEST_CASE("config: YAML validation messages") {
       {"server: {hots: x}",
        "F: server.hots: unknown key (expected host, port, workers, max_connections)"},
       {"sever: {}",
-       "F: sever: unknown key (expected server, limits, timeouts, proxy, store, audit, services_dir, "
+       "F: sever: unknown key (expected server, limits, timeouts, proxy, health, store, audit, services_dir, "
        "bootstrap_file, metrics, log, security, ui)"},
       {"server: {host: {a: b}}", "F: server.host: must be a string"},
       {"server: 8080", "F: server: must be a mapping"},

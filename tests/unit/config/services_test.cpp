@@ -164,7 +164,7 @@ TEST_CASE("services: refusals name file and field") {
       {kGood + "base_path: /x\n",
        "services.d/bad.yaml: base_path: unknown field (expected name, display_name, base_url, "
        "auth_scheme, "
-       "auth_param, headers, rate_limit_rpm, feature, accept_query_token)"},
+       "auth_param, headers, rate_limit_rpm, feature, accept_query_token, key_errors, health_check)"},
       {kGood + "name: again\n", "services.d/bad.yaml: name: duplicate key"},
       {kGood + "headers:\n  X-Thing: \"a\\rb\"\n",
        "services.d/bad.yaml: headers.X-Thing: value must not contain CR, LF or NUL"},
@@ -381,7 +381,7 @@ TEST_CASE("services: JSON refusals name the field") {
   CHECK(err(j) ==
         "admin: colour: unknown field (expected name, display_name, base_url, auth_scheme, "
         "auth_param, headers, "
-        "rate_limit_rpm, feature, accept_query_token)");
+        "rate_limit_rpm, feature, accept_query_token, key_errors, health_check)");
   j = ok;
   j["auth_scheme"] = "basic";
   CHECK(err(j).rfind("admin: auth_scheme: unknown scheme 'basic' (expected ", 0) == 0);
