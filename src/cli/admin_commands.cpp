@@ -32,8 +32,9 @@ const char* const kAdminUsage =
     "  tiers list | tiers rm NAME\n"
     "  tiers update NAME [--feature F=RPM ...] [--max-wait-ms N]   features replace the tier's\n"
     "  keys add --name N --tier T [--service S] [--expires-at T] [--max-concurrent N]\n"
-    "           [--value-file FILE]      the key value from FILE or stdin, never an argument\n"
+    "           [--value-file FILE] [--validate]  value from FILE or stdin, never an argument\n"
     "  keys list | keys disable ID [--reason R] | keys enable ID | keys rm ID\n"
+    "  keys test ID                      probe the key now (exit 1 if it does not pass)\n"
     "  keys rotate ID [--value-file FILE] the new value from FILE or stdin\n"
     "  tokens create --name N --tier T [--service S ...] [--expires-at T] [--rpm N]\n"
     "                [--allow-key-handout true|false]\n"
@@ -56,7 +57,9 @@ const char* const kKeysUsage =
     "usage: keypool keys add --name N --tier T [--service S] [--expires-at T] [--max-concurrent "
     "N]\n"
     "                        [--value-file FILE]   (otherwise the value is read from stdin)\n"
+    "                        [--validate]          (probe the service first; refuse a bad key)\n"
     "       keypool keys list\n"
+    "       keypool keys test ID\n"
     "       keypool keys disable ID [--reason R]\n"
     "       keypool keys enable ID\n"
     "       keypool keys rotate ID [--value-file FILE]   (otherwise from stdin)\n"
@@ -348,7 +351,9 @@ Table key_table(const json& keys) {
                         : k.value("enabled", true) ? "active"
                                                    : "disabled";
     std::string requests = k.contains("counters") ? field(k["counters"], "requests") : "-";
-    std::string note = k.contains("disabled_reason") ? field(k, "disabled_reason") : "";
+    std::string note = k.contains("disabled_reason")    ? field(k, "disabled_reason")
+                       : k.contains("suspended_reason") ? "suspended: " + field(k, "suspended_reason")
+                                                        : "";
     t.add_row({field(k, "id"), field(k, "name"), field(k, "tier"), field(k, "service"),
                field(k, "hint"), state, field(k, "inflight"), requests, field(k, "expires_at"),
                note});
@@ -375,13 +380,15 @@ int keys_add(const Cmd& c) {
                           {"--service"},
                           {"--expires-at"},
                           {"--max-concurrent"},
-                          {"--value-file"}},
+                          {"--value-file"},
+                          {"--validate", false, false}},
                          &rc);
   if (!a) return rc;
   if (!a->has("--name") || !a->has("--tier"))
     return usage_error(c.group, "keys add: --name and --tier are required");
   json body = {{"name", *a->get("--name")}, {"tier", *a->get("--tier")}};
   if (auto s = a->get("--service")) body["service"] = *s;
+  if (a->has("--validate")) body["validate"] = true;
   if (auto e = a->get("--expires-at")) body["expires_at"] = time_arg(*e);
   if (auto m = a->get("--max-concurrent")) {
     auto n = parse_uint(*m);
@@ -398,6 +405,25 @@ int keys_add(const Cmd& c) {
   return kOk;
 }
 
+// keys test ID: one probe now. Exits 0 when it passed, 1 when it did not (the line says why).
+int keys_test(const Cmd& c) {
+  int rc = kOk;
+  auto a = args_or_usage(c, 1, {}, &rc);
+  if (!a) return rc;
+  auto id = id_arg(c, a->positional[0], &rc);
+  if (!id) return rc;
+  json answer;
+  if ((rc = call(c, "POST", "/admin/keys/" + *id + "/test", json(), &answer)) != kOk) return rc;
+  bool passed = answer.value("result", "") == "pass";
+  if (!c.o.json) {
+    std::printf("key %s: %s (upstream %s, %s)%s; state %s\n", id->c_str(), field(answer, "result").c_str(),
+                field(answer, "upstream_status").c_str(), field(answer, "outcome").c_str(),
+                answer.value("resumed", false) ? ", suspension lifted" : "", field(answer, "state").c_str());
+    if (!passed) std::printf("%s\n", field(answer, "message").c_str());
+  }
+  return passed ? kOk : kServerError;
+}
+
 int keys(const Cmd& c) {
   int rc = kOk;
   json answer;
@@ -408,6 +434,7 @@ int keys(const Cmd& c) {
     print(key_table(list_of(answer, "keys")));
     return kOk;
   }
+  if (c.verb == "test") return keys_test(c);
   if (c.verb == "disable" || c.verb == "enable" || c.verb == "rotate" || c.verb == "rm") {
     std::initializer_list<FlagSpec> none = {};
     std::initializer_list<FlagSpec> disable = {{"--reason"}};

@@ -38,7 +38,10 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
     for (const auto& f : flags)
       if (name == f.name) spec = &f;
     if (!spec) return make_error(ErrorCode::BadRequest, "unknown flag '" + name + "'");
-    if (!value) {
+    if (!spec->takes_value) {
+      if (value) return make_error(ErrorCode::BadRequest, name + " takes no value");
+      value = "";
+    } else if (!value) {
       if (i + 1 >= args.size()) return make_error(ErrorCode::BadRequest, name + " needs a value");
       value = args[++i];
     }

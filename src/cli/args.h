@@ -15,6 +15,7 @@ namespace keypool::cli {
 struct FlagSpec {
   const char* name;         // "--tier"
   bool repeatable = false;  // "--feature a=1 --feature b=2"
+  bool takes_value = true;  // false: a switch ("--validate"), present or not
 };
 
 struct ParsedArgs {
@@ -27,7 +28,7 @@ struct ParsedArgs {
   const std::vector<std::string>& all(const std::string& flag) const;
 };
 
-// Every flag takes a value. A flag given twice that is not repeatable is an error, so a
+// Every flag but a switch takes a value. A flag given twice that is not repeatable is an error, so a
 // typo cannot silently replace an earlier value.
 Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
                               std::initializer_list<FlagSpec> flags);

@@ -1,6 +1,6 @@
 // The pool under pressure, end to end: the real binary between the test client and a
 // FakeUpstream that answers per key (by the Authorization it received). Failover on 429
-// with each provider's reset header, cooldowns that end, 401s that disable a key (and the
+// with each provider's reset header, cooldowns that end, 401s that suspend a key (and the
 // audit rows that say so), connection drops before and after the first byte, exact rpm
 // accounting under concurrency, token rpm caps, max_concurrent and max_wait_ms, session
 // affinity, rotation, expiry, usage counting, 429 storms, /metrics and SIGHUP reloads.
@@ -223,7 +223,7 @@ TEST_CASE("pressure: a 429 fails over with each reset style; the key cools until
   }
 }
 
-TEST_CASE("pressure: a 401 disables the key with a system audit row; PATCH enabled brings it back") {
+TEST_CASE("pressure: a 401 suspends the key with a system audit row; PATCH enabled brings it back") {
   std::atomic<bool> reject_a{true};
   FakeUpstream up([&](const RecordedRequest& req, ResponseWriter& w) {
     if (reject_a && req.header("authorization") == "Bearer sk-dis-A-4444")
@@ -244,14 +244,15 @@ TEST_CASE("pressure: a 401 disables the key with a system audit row; PATCH enabl
   CHECK(count_key(up, "sk-dis-A-4444") == 1);
 
   json row;
-  CHECK(wait_until([&] { return (row = key_row(kp, a)).value("state", "") == "disabled"; }, 3000));
+  CHECK(wait_until([&] { return (row = key_row(kp, a)).value("state", "") == "suspended"; }, 3000));
   CAPTURE(row.dump());
-  CHECK(row["enabled"] == false);
+  CHECK(row["enabled"] == true);  // suspended by keypool, not disabled by an admin
+  CHECK(row["suspended_reason"] == "invalid");
 
   json disable_row;
   CHECK(wait_until(
       [&] {
-        auto audit = kp.admin("GET", "/admin/audit?action=key.disable");
+        auto audit = kp.admin("GET", "/admin/audit?action=key.suspend");
         if (audit.status != 200) return false;
         json rows = audit.json()["audit"];
         for (const auto& x : rows)
@@ -261,9 +262,12 @@ TEST_CASE("pressure: a 401 disables the key with a system audit row; PATCH enabl
       3000));
   CAPTURE(disable_row.dump());
   CHECK(disable_row["actor"] == "system");
-  CHECK(disable_row["action"] == "key.disable");
+  CHECK(disable_row["action"] == "key.suspend");
+  CHECK(disable_row["details"]["state"] == "suspended");
+  CHECK(disable_row["details"]["reason"] == "invalid");
+  CHECK(disable_row["details"]["status"] == 401);
 
-  // Disabled: only B is used.
+  // Suspended: only B is used.
   for (int i = 0; i < 3; ++i) CHECK(kp.get("/v1/svc/x", bearer_of(token)).status == 200);
   CHECK(count_key(up, "sk-dis-A-4444") == 1);
 

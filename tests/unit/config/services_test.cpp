@@ -257,6 +257,7 @@ TEST_CASE("services: every shipped services.d file loads") {
       {"elevenlabs", AuthScheme::XiApiKey, "api.elevenlabs.io"},
       {"exa", AuthScheme::XApiKey, "api.exa.ai"},
       {"firecrawl", AuthScheme::Bearer, "api.firecrawl.dev"},
+      {"gemini", AuthScheme::QueryParam, "generativelanguage.googleapis.com"},
       {"groq", AuthScheme::Bearer, "api.groq.com"},
       {"openai", AuthScheme::Bearer, "api.openai.com"},
       {"serper", AuthScheme::XApiKey, "google.serper.dev"},
