@@ -399,3 +399,74 @@ TEST_CASE("services: an error quoting input with control bytes stays on one line
   INFO(r.error().message);
   CHECK(r.error().message.find("\\x01") != std::string::npos);
 }
+
+TEST_CASE("services: key_errors and health_check from YAML and JSON, and back") {
+  auto y = cfg::service_from_yaml(
+      "name: demo\nbase_url: https://api.example.com\nauth_scheme: x-api-key\n"
+      "key_errors:\n"
+      "  - {status: 403, body_contains: \"organization has been disabled\", action: suspend}\n"
+      "  - {status: 429, body_contains: insufficient_quota, action: suspend, reason: quota}\n"
+      "  - {status: 400, action: pass}\n"
+      "health_check:\n"
+      "  method: GET\n"
+      "  path: /v1/models?limit=1\n"
+      "  expect: [200, 204]\n"
+      "  headers: {anthropic-version: \"2023-06-01\"}\n",
+      "demo.yaml");
+  REQUIRE_MESSAGE(y.ok(), y.error().message);
+  REQUIRE(y->key_errors.size() == 3);
+  CHECK(y->key_errors[0].status == 403);
+  CHECK(y->key_errors[0].body_contains == "organization has been disabled");
+  CHECK(y->key_errors[0].action == cfg::KeyAction::Suspend);
+  CHECK(y->key_errors[0].reason == "");
+  CHECK(y->key_errors[1].reason == "quota");
+  CHECK(y->key_errors[2].action == cfg::KeyAction::Pass);
+  REQUIRE(y->health_check);
+  CHECK(y->health_check->method == "GET");
+  CHECK(y->health_check->path == "/v1/models?limit=1");
+  CHECK(y->health_check->expect == std::vector<int>{200, 204});
+  REQUIRE(y->health_check->headers.size() == 1);
+  CHECK(y->health_check->headers[0].name == "anthropic-version");
+  // An admin-defined service goes through JSON and comes back the same.
+  auto j = cfg::service_from_json(cfg::service_to_json(*y), "admin");
+  REQUIRE_MESSAGE(j.ok(), j.error().message);
+  CHECK(cfg::service_to_json(*j) == cfg::service_to_json(*y));
+  // health_check defaults: GET, expect [200].
+  auto d = cfg::service_from_json(
+      nlohmann::json::parse(R"({"name":"d","base_url":"https://x.example","auth_scheme":"bearer",
+                                "health_check":{"path":"/ping"}})"),
+      "admin");
+  REQUIRE(d.ok());
+  CHECK(d->health_check->method == "GET");
+  CHECK(d->health_check->expect == std::vector<int>{200});
+}
+
+TEST_CASE("services: bad key_errors and health_check name the field") {
+  auto err = [](const std::string& extra) {
+    auto r = cfg::service_from_yaml("name: demo\nbase_url: https://api.example.com\nauth_scheme: bearer\n" + extra,
+                                    "f.yaml");
+    return r ? std::string("ok") : r.error().message;
+  };
+  CHECK(err("key_errors: {status: 403}\n") == "f.yaml: key_errors: must be a list of rules");
+  CHECK(err("key_errors: [{action: pass}]\n") ==
+        "f.yaml: key_errors[0].status: required: an HTTP status 100..599");
+  CHECK(err("key_errors: [{status: 700, action: pass}]\n") ==
+        "f.yaml: key_errors[0].status: required: an HTTP status 100..599");
+  CHECK(err("key_errors: [{status: 403, action: ban}]\n") ==
+        "f.yaml: key_errors[0].action: unknown action 'ban' (expected suspend, cooldown, pass)");
+  CHECK(err("key_errors: [{status: 403}]\n") ==
+        "f.yaml: key_errors[0].action: required: one of suspend, cooldown, pass");
+  CHECK(err("key_errors: [{status: 403, action: pass, reason: quota}]\n") ==
+        "f.yaml: key_errors[0].reason: only used with action suspend");
+  CHECK(err("key_errors: [{status: 403, action: pass, colour: red}]\n") ==
+        "f.yaml: key_errors[0].colour: unknown field (expected status, body_contains, action, reason)");
+  CHECK(err("key_errors: [{status: 403, body_contains: \"\", action: pass}]\n") ==
+        "f.yaml: key_errors[0].body_contains: must be 1-256 printable characters");
+  CHECK(err("health_check: {method: POST, path: /x}\n") == "f.yaml: health_check.method: must be GET or HEAD");
+  CHECK(err("health_check: {method: GET}\n") ==
+        "f.yaml: health_check.path: required: a path starting with '/', without spaces");
+  CHECK(err("health_check: {path: /x, expect: []}\n") ==
+        "f.yaml: health_check.expect: must be a list of 1-16 HTTP statuses");
+  CHECK(err("health_check: {path: /x, headers: {Authorization: x}}\n").find(
+            "must not be set: auth_scheme bearer puts the key there") != std::string::npos);
+}

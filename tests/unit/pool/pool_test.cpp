@@ -526,3 +526,45 @@ TEST_CASE("pool: leases stay exact while the configuration changes") {
   admin.join();
   CHECK(total.load() == 150);
 }
+
+TEST_CASE("pool: a suspended key is skipped, shown as suspended, probed when due, and lifted") {
+  Fixture f(100, 2);
+  CHECK(f.pool.suspend(1, Suspension{"invalid", 1000, 5000, 4000}));
+  CHECK_FALSE(f.pool.suspend(1, Suspension{"quota", 1000, 5000, 4000}));  // already suspended
+  auto st = f.pool.status(1);
+  CHECK(st->state == KeyState::Suspended);
+  CHECK(std::string(state_name(st->state)) == "suspended");
+  REQUIRE(st->suspension);
+  CHECK(st->suspension->reason == "invalid");
+  for (int i = 0; i < 4; ++i) CHECK(f.next(chat()) == 2);
+  // Key 2 suspended too: nothing will free up by waiting.
+  CHECK(f.pool.suspend(2, Suspension{"quota", 1000, 9000, 8000}));
+  auto l = f.pool.lease(chat());
+  REQUIRE_FALSE(l.ok());
+  CHECK(l.error().code == ErrorCode::Unavailable);
+  // Probes: only the due ones, each once until settled.
+  CHECK(f.pool.take_due_probes(4999).empty());
+  auto due = f.pool.take_due_probes(5000);
+  REQUIRE(due.size() == 1);
+  CHECK(due[0].key_id == 1);
+  CHECK(due[0].service == "openai");
+  CHECK(due[0].value->view() == "sk-1");
+  CHECK(due[0].probe_backoff_ms == 4000);
+  CHECK(f.pool.take_due_probes(6000).empty());  // still being probed
+  f.pool.probe_failed(1, 14000, 8000);
+  auto second = f.pool.take_due_probes(13999);  // key 2's first probe (due at 9000)
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].key_id == 2);
+  REQUIRE(f.pool.take_due_probes(14000).size() == 1);  // key 1's second
+  // An admin's disable outranks a suspension, in the state and for probes.
+  f.pool.probe_failed(2, 20000, 16000);
+  auto info = key(2);
+  info.enabled = false;
+  f.pool.update_key(info);
+  CHECK(f.pool.status(2)->state == KeyState::Disabled);
+  CHECK(f.pool.take_due_probes(30000).empty());
+  CHECK(f.pool.unsuspend(1));
+  CHECK_FALSE(f.pool.unsuspend(1));
+  CHECK(f.pool.status(1)->state == KeyState::Active);
+  CHECK(f.next(chat()) == 1);
+}
