@@ -227,7 +227,9 @@ void keys_patch(Call& c) {
   p.max_concurrent = *maxc;
   if (p.enabled && !*p.enabled && !p.disabled_reason) p.disabled_reason = "disabled by admin";
   std::string action = p.enabled ? (*p.enabled ? "key.enable" : "key.disable") : "key.update";
-  auto audit = audit_row(c, action, std::to_string(*id), *j);
+  auto details = *j;
+  if (p.enabled) details["state"] = *p.enabled ? "active" : "disabled";
+  auto audit = audit_row(c, action, std::to_string(*id), details);
   auto& app = c.app();
   int64_t kid = *id;
   bool reenabled = p.enabled && *p.enabled;
@@ -268,6 +270,13 @@ void keys_rotate(Call& c) {
     // Leases already out keep their shared_ptr to the old value; new ones get this one.
     app.pool.set_value(kid, secret->clone());
     (void)s.append_audit({audit});
+    // A suspension was the old value's: the new one starts afresh.
+    if (app.pool.unsuspend(kid)) {
+      int64_t now = app.clock.now_ms();
+      (void)s.set_key_suspension(kid, "", now);
+      (void)s.append_audit({{0, now, "admin", "key.resume", std::to_string(kid),
+                             R"({"why":"value rotated","state":"active"})"}});
+    }
     return Reply{200, key_json(*row, app.pool.status(kid), nullptr), {}};
   });
 }

@@ -257,6 +257,14 @@ TEST_CASE("key health: invalid and out-of-quota keys are suspended and failed ov
   REQUIRE_MESSAGE(p.status == 200, p.body);
   CHECK(state_of(kp, c) == "active");
   CHECK(audit_rows(kp, "key.resume", c).size() == 1);
+  auto enabled = kp.admin("GET", "/admin/audit?action=key.enable").json()["audit"];
+  REQUIRE(enabled.size() == 1);
+  CHECK(enabled[0]["details"]["state"] == "active");
+  // So does a new value: the suspension was the old one's.
+  auto rot = kp.admin("POST", "/admin/keys/" + std::to_string(a) + "/rotate", {{"key", "sk-rotated-good-0001"}});
+  REQUIRE_MESSAGE(rot.status == 200, rot.body);
+  CHECK(state_of(kp, a) == "active");
+  CHECK(kp.get("/v1/openai/v1/models", bearer_of(token)).status == 200);
 }
 
 TEST_CASE("key health: the blast-radius cap stops suspending at half a pool; the client gets the upstream's answer") {
