@@ -459,3 +459,43 @@ TEST_CASE("key health: POST /admin/keys/{id}/test and keypool keys test probe on
   auto bad_cli = run_command({keypool_bin(), "keys", "test", "abc"}, env, "", 20000);
   CHECK(bad_cli.exit_code == 2);
 }
+
+TEST_CASE("key health: error bodies are read in pieces, judged on their first 16 KiB, and passed on whole") {
+  // A rule that needs the body of a 403; the answers arrive chunked, in small pieces.
+  const std::string big_refusal = R"({"error":{"message":")" + std::string(40 * 1024, 'x') + R"(","code":"nope"}})";
+  FakeUpstream up([&](const RecordedRequest& req, ResponseWriter& w) {
+    auto send_chunked = [&](int status, const std::string& body) {
+      w.head(status, {{"Content-Type", "application/json"}});  // chunked
+      for (size_t i = 0; i < body.size(); i += 7) w.body(body.substr(i, 7));
+      w.end();
+    };
+    if (key_of(req) == "sk-chunk-disabled-01") return send_chunked(403, R"({"error":{"message":"Your organization has been disabled."}})");
+    if (key_of(req) == "sk-chunk-quota-0002") return send_chunked(429, kOpenAiQuota);
+    if (req.path == "/big") return send_chunked(403, big_refusal);
+    reply(w, 200, R"({"ok":true})");
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url(), "bearer",
+                                       "key_errors:\n  - {status: 403, body_contains: organization has been disabled, action: suspend}\n"));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 10000}});
+  int64_t disabled = add_key(kp, "D", "sk-chunk-disabled-01", "t", "svc");
+  int64_t quota = add_key(kp, "Q", "sk-chunk-quota-0002", "t", "svc");
+  int64_t good = add_key(kp, "G", "sk-chunk-good-00003", "t", "svc");
+  int64_t good2 = add_key(kp, "H", "sk-chunk-good-00004", "t", "svc");
+  (void)good2;
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  // D (403 + the rule's body) -> Q (429 insufficient_quota) -> G.
+  auto r = kp.get("/v1/svc/x", bearer_of(token));
+  CHECK(r.status == 200);
+  CHECK(r.header("X-Keypool-Key-Id") == std::to_string(good));
+  CHECK(state_of(kp, disabled) == "suspended");
+  CHECK(key_row(kp, quota)["suspended_reason"] == "quota");
+  // A 403 whose body the rule does not match goes to the client byte for byte, past 16 KiB.
+  auto big = kp.get("/v1/svc/big", bearer_of(token));
+  CHECK(big.status == 403);
+  CHECK(big.body.size() == big_refusal.size());
+  CHECK((big.body == big_refusal));  // (not printed: 40 KiB)
+  CHECK(state_of(kp, good) == "active");
+}
