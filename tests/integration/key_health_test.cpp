@@ -15,6 +15,7 @@
 
 #include "fixture.h"
 #include "proxy_helpers.h"
+#include "support/compress.h"
 #include "support/fake_upstream.h"
 
 using namespace keypool::testing;
@@ -497,5 +498,45 @@ TEST_CASE("key health: error bodies are read in pieces, judged on their first 16
   CHECK(big.status == 403);
   CHECK(big.body.size() == big_refusal.size());
   CHECK((big.body == big_refusal));  // (not printed: 40 KiB)
+  CHECK(state_of(kp, good) == "active");
+}
+
+TEST_CASE("key health: compressed error bodies are judged on their decoded text") {
+  // Provider edges compress JSON error bodies whatever was asked for (TRAFFIC.md).
+  const std::string big_refusal = R"({"error":{"message":")" + std::string(40 * 1024, 'y') + R"(","code":"nope"}})";
+  FakeUpstream up([&](const RecordedRequest& req, ResponseWriter& w) {
+    auto gz = [&](int status, const std::string& body) {
+      std::string z = compress("gzip", body);
+      w.head(status, {{"Content-Type", "application/json"}, {"Content-Encoding", "gzip"},
+                      {"Content-Length", std::to_string(z.size())}});
+      w.body(z);
+    };
+    if (req.path == "/big") return gz(403, big_refusal);
+    if (key_of(req) == "sk-gz-quota-000001") return gz(429, kOpenAiQuota);
+    if (key_of(req) == "sk-gz-orgoff-00002") return gz(403, R"({"error":{"message":"Your organization has been disabled."}})");
+    reply(w, 200, R"({"ok":true})");
+  });
+  Keypool kp({}, false);
+  kp.write_service("svc", service_yaml("svc", up.base_url(), "bearer",
+                                       "key_errors:\n  - {status: 403, body_contains: organization has been disabled, action: suspend}\n"));
+  kp.start();
+  add_tier(kp, "t", {{"svc", 10000}});
+  int64_t quota = add_key(kp, "Q", "sk-gz-quota-000001", "t", "svc");
+  int64_t orgoff = add_key(kp, "O", "sk-gz-orgoff-00002", "t", "svc");
+  int64_t good = add_key(kp, "G", "sk-gz-good-0000003", "t", "svc");
+  add_key(kp, "H", "sk-gz-good-0000004", "t", "svc");
+  add_key(kp, "I", "sk-gz-good-0000005", "t", "svc");
+  std::string token = add_token(kp, {{"tier", "t"}})["token"];
+
+  auto r = kp.get("/v1/svc/x", bearer_of(token));
+  CHECK(r.status == 200);
+  CHECK(r.header("X-Keypool-Key-Id") == std::to_string(good));
+  CHECK(key_row(kp, quota)["suspended_reason"] == "quota");
+  CHECK(key_row(kp, orgoff)["suspended_reason"] == "invalid");
+  // Not matched: passed on, decoded for a client that did not ask for gzip, whole.
+  auto big = kp.get("/v1/svc/big", bearer_of(token));
+  CHECK(big.status == 403);
+  CHECK(big.body.size() == big_refusal.size());
+  CHECK((big.body == big_refusal));
   CHECK(state_of(kp, good) == "active");
 }
