@@ -399,6 +399,12 @@ bool ProxyExchange::end_inspection() {
   std::string body;
   body.swap(inspected_);
   if (auto why = judge_answer(ins.status, ins.headers, body); why && retract_and_fail_over(*why)) return true;
+  if (ins.status == 429 && mask_errors_ && !held_sent_ && env_.app.storms.active(storm_scope(), env_.app.clock.now_ms())) {
+    // This 429 may have been the one that showed the storm, after forward_head looked: the
+    // client may come back soon, as forward_head tells it during a storm.
+    http::remove_header(held_head_, "retry-after");
+    held_head_.push_back({"Retry-After", "1"});
+  }
   if (!body.empty()) take_body(body);
   return false;
 }
