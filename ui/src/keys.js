@@ -31,8 +31,9 @@ function StateCell({ k }) {
     ${k.disabled_reason ? html`<div class="sub">${k.disabled_reason}</div>` : null}
     ${k.disabled_at ? html`<div class="sub">since ${fmtTime(k.disabled_at)}</div>` : null}
     ${k.cooling_until ? html`<div class="sub">until ${fmtTime(k.cooling_until)}</div>` : null}
-    ${k.state_reason ? html`<div class="sub">${k.state_reason}</div>` : null}
-    ${k.state_since ? html`<div class="sub">since ${fmtTime(k.state_since)}</div>` : null}
+    ${k.suspended_reason ? html`<div class="sub">suspended: ${k.suspended_reason}</div>` : null}
+    ${k.suspended_at ? html`<div class="sub">since ${fmtTime(k.suspended_at)}</div>` : null}
+    ${k.next_probe_at ? html`<div class="sub">next probe ${fmtTime(k.next_probe_at)}</div>` : null}
   </div>`;
 }
 
@@ -91,9 +92,11 @@ export function Keys() {
   const setEnabled = (k, enabled) => run(enabled ? 'enable' : 'disable',
     async () => { await api('PATCH', `/admin/keys/${k.id}`, { enabled }); return `Key ${k.name} ${enabled ? 'enabled' : 'disabled'}.`; });
   const test = (k) => run('test', async () => {
+    // {"result": "pass" | "fail" | "error", "upstream_status", "message", "resumed"} (README).
     const r = await api('POST', `/admin/keys/${k.id}/test`);
-    const ok = r && (r.ok === true || r.status === 'ok' || (r.upstream_status >= 200 && r.upstream_status < 300));
-    return `Key ${k.name}: ${ok ? 'works' : 'failed'}${r && r.upstream_status ? ` (upstream ${r.upstream_status})` : ''}${r && r.message ? ': ' + r.message : ''}`;
+    const verdict = r.result === 'pass' ? 'works' : r.result === 'fail' ? 'failed' : 'could not be tested';
+    return `Key ${k.name}: ${verdict}${r.upstream_status ? ` (upstream ${r.upstream_status})` : ''}` +
+      `${r.resumed ? ', suspension lifted' : ''}${r.message ? ': ' + r.message : ''}`;
   });
   const remove = (k) => { if (confirm(`Delete key ${k.name}? This cannot be undone.`)) run('delete', async () => { await api('DELETE', `/admin/keys/${k.id}`); return `Key ${k.name} deleted.`; }); };
   const rotate = async (ev) => {
