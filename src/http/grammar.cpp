@@ -77,22 +77,30 @@ bool is_ip_literal(std::string_view s) {
   return colon;
 }
 
+// port = *DIGIT (RFC 3986 §3.2.3), at most five of them here.
+bool is_port(std::string_view port) {
+  if (port.size() > 5) return false;
+  for (char c : port)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
 }  // namespace
 
+// One forward pass for the usual reg-name host: ':' is not a reg-name byte, so the first one
+// ends the host and only digits may follow (up to five). An IP literal ("[...]") keeps its
+// own check, since its colons are inside the brackets.
 bool is_host_value(std::string_view value) {
-  std::string_view host = value;
-  // The port follows the last ':' outside brackets.
-  const size_t bracket = value.rfind(']');
-  const size_t colon = value.rfind(':');
-  if (colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket)) {
-    std::string_view port = value.substr(colon + 1);
-    if (port.size() > 5) return false;
-    for (char c : port)
-      if (c < '0' || c > '9') return false;
-    host = value.substr(0, colon);
+  if (!value.empty() && value.front() == '[') {
+    const size_t close = value.find(']');
+    if (close == std::string_view::npos) return false;
+    std::string_view rest = value.substr(close + 1);
+    if (!rest.empty() && (rest.front() != ':' || !is_port(rest.substr(1)))) return false;
+    return is_ip_literal(value.substr(0, close + 1));
   }
-  if (!host.empty() && host.front() == '[') return is_ip_literal(host);
-  return is_reg_name(host);
+  const size_t colon = value.find(':');
+  if (colon != std::string_view::npos && !is_port(value.substr(colon + 1))) return false;
+  return is_reg_name(value.substr(0, colon));
 }
 
 }  // namespace keypool::http
