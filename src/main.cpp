@@ -229,7 +229,7 @@ int serve(const cli::Options& opts) {
   log::info("listening", {{"host", cfg.host}, {"port", port}, {"workers", cfg.workers},
                           {"version", KEYPOOL_VERSION}});
 
-  Control control{app, opts, workers, {}, {}, {}, {}, {}};
+  Control control{app, opts, workers, {}, {}, {}, {}, {}, {}};
   control.run();
   for (auto& w : workers) w->join();
   state::set_connection_counter(nullptr);
