@@ -57,8 +57,11 @@ class Probe final : public upstream::ExchangeHandler {
     Outcome o = classify(svc_, status_, body_);
     auto verdict = o.verdict == Verdict::UpstreamFailed ? ProbeVerdict::Error : ProbeVerdict::Fail;
     std::string message = "upstream answered " + std::to_string(status_);
-    std::string excerpt = body_.substr(0, 300);
+    // Masked whole, then cut: a cut first could leave a piece of the key too short to be
+    // recognised as one at the excerpt's end.
+    std::string excerpt = body_;
     rewrite::mask_fragments(excerpt, key_->view());
+    excerpt.resize(std::min<size_t>(excerpt.size(), 300));
     if (!excerpt.empty()) message += ": " + excerpt;
     finish({verdict, status_, std::string(outcome_name(o)), std::move(message)});
   }

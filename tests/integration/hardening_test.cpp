@@ -28,11 +28,7 @@ namespace {
 
 const std::string kKey = "sk-hard-QWERTYUIOPasdfghjkl-12345678";
 
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 // A FakeUpstream, a keypool with service "svc" pointing at it, tier "t", one key (kKey) and a
 // team token.

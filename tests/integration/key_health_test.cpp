@@ -68,20 +68,7 @@ json key_row(Keypool& kp, int64_t id) {
 
 std::string state_of(Keypool& kp, int64_t id) { return key_row(kp, id).value("state", ""); }
 
-std::string metrics_text(Keypool& kp) {
-  auto r = kp.get("/metrics", {{"Authorization", "Bearer " + kAdminToken}});
-  REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
-  return r.body;
-}
 
-double metric_value(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ')
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-  return 0;
-}
 
 // Audit rows of one action for one key, newest first (flushed before the answer).
 json audit_rows(Keypool& kp, const std::string& action, int64_t key_id) {

@@ -21,11 +21,7 @@ namespace {
 const std::string kKey = "sk-long-calls-0123456789abcdef";
 constexpr int kHeadMs = 400;  // request_head_ms in these tests
 
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 // A keypool in front of a FakeUpstream running `h`, with request_head_ms short and the
 // other timeouts as given (or their long defaults).

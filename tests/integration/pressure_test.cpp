@@ -31,9 +31,6 @@ namespace {
 
 HeaderList bearer_of(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
 
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -103,21 +100,7 @@ int64_t add_key_with(Keypool& kp, json body) {
   return r.json()["id"].get<int64_t>();
 }
 
-std::string metrics_text(Keypool& kp) {
-  auto r = kp.get("/metrics", {{"Authorization", "Bearer " + kAdminToken}});
-  REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
-  return r.body;
-}
 
-// The value of one sample, exactly as named with its labels ("x{a=\"b\"}"); 0 when absent.
-double metric_value(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ')
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-  return 0;
-}
 
 // How a streamed response body ended, as the client saw it.
 enum class BodyEnd { Complete, Broken, Timeout };

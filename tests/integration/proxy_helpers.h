@@ -5,7 +5,11 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <sstream>
+#include <thread>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -14,6 +18,29 @@
 #include "support/fake_upstream.h"
 
 namespace keypool::testing {
+
+inline int64_t ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// /metrics as text, behind the admin token.
+inline std::string metrics_text(Keypool& kp) {
+  auto r = kp.get("/metrics", {{"Authorization", "Bearer " + kAdminToken}});
+  REQUIRE_MESSAGE(r.status == 200, r.status << " " << r.body);
+  return r.body;
+}
+
+// The value of one sample, exactly as named with its labels ("x{a=\"b\"}"); 0 when absent.
+inline double metric_value(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ')
+      return std::strtod(line.c_str() + series.size() + 1, nullptr);
+  return 0;
+}
 
 // services.d YAML for a service at base_url; `extra` is appended as is (auth_param, headers...).
 inline std::string service_yaml(const std::string& name, const std::string& base_url,

@@ -23,9 +23,6 @@ namespace {
 
 HeaderList bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
 
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 
 uint64_t big_bytes() {
   if (const char* v = std::getenv("KEYPOOL_BIG_BYTES"); v && *v) return std::strtoull(v, nullptr, 10);
